@@ -1,0 +1,1 @@
+"""chisme: a decentralized provider tracker."""
