@@ -1,0 +1,637 @@
+"""The provider store: info hash -> providers, merged by a total order, expired, bounded.
+
+Pure: no I/O, no clock. Every operation takes ``now_ns``; the shell owns time.
+
+Semantics (DESIGN.md §1, fixed where the seed design does not hold up):
+- *announce* stamps ``max(now, previous + 1)``: a node's own announce always wins over
+  what it holds, and stamps stay monotonic even after a peer's clock ran ahead;
+- *merge* keeps, per (info hash, address), the greatest record under
+  :func:`chisme.core.records.order_key` (``last_seen_ns``, then the rest of the record),
+  so merge is commutative, associative and idempotent and replicas converge;
+- incoming ``last_seen_ns == 0`` (missing, or Go's zero time) is stamped with now, and one
+  further in the future than ``max_clock_skew_ns`` is clamped to now (WIRE.md);
+- *remove* writes a timestamped tombstone that wins over older announces and expires
+  after ``tombstone_ttl_ns`` — so gossip cannot resurrect a provider that left;
+- *expiry frees memory*: :meth:`Store.sweep` drops expired records and empty keys,
+  incrementally (a bounded number of keys per call, so the event loop never stalls);
+  lookups never return an expired record, swept or not;
+- *bounds*: at most ``max_per_key`` live providers per key and ``max_records`` records
+  in total. Eviction is stalest first: a full key evicts its stalest provider (when the
+  incoming one is fresher); a full store first frees expired records, then evicts the
+  stalest provider among a few keys sampled round-robin (as Redis's approximated LRU).
+
+Memory layout (≈ 120 B per record): per key a :class:`Swarm` of parallel arrays, with
+leechers packed before seeders, so that a tracker reply samples peers in O(numwant)
+without scanning a swarm, and counts seeders/leechers in O(1).
+"""
+
+from __future__ import annotations
+
+import random
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
+from typing import NamedTuple
+
+from chisme.core.keys import AddrKey, parse_addr, parse_info_hash
+from chisme.core.records import (
+    FLAG_SEEDER,
+    FLAG_TOMBSTONE,
+    MAX_PEER_ID_BYTES,
+    Provider,
+    Record,
+    order_key,
+    to_provider,
+)
+from chisme.errors import InvalidInput
+
+_PID = 21  # bytes per slot for peer ids: 1 length byte + up to 20 bytes inline
+_LONG = 255  # length byte marking a peer id kept in Swarm.long_pids
+_SWEEP_SAMPLE = 5  # keys examined per eviction when the store is full
+
+
+class MergeResult(NamedTuple):
+    """What a merge did. ``changed`` lists the records that were inserted or replaced."""
+
+    inserted: int
+    replaced: int
+    ignored: int
+    changed: list[Record]
+
+
+class Counts(NamedTuple):
+    """Swarm counts: live seeders and leechers, and completed downloads (summed per node)."""
+
+    seeders: int
+    leechers: int
+    downloaded: int
+
+
+class Swarm:
+    """The providers of one key. Slots ``[0, n_leech)`` are leechers, the rest seeders."""
+
+    __slots__ = (
+        "addrs",
+        "downloaded",
+        "index",
+        "long_pids",
+        "min_seen",
+        "n_leech",
+        "origins",
+        "pids",
+        "seen",
+        "tombs",
+    )
+
+    def __init__(self) -> None:
+        self.index: dict[AddrKey, int] = {}
+        self.addrs: list[AddrKey] = []
+        self.seen = array("q")
+        self.origins = array("I")
+        self.pids = bytearray()
+        self.n_leech = 0
+        self.min_seen = 1 << 62  # a lower bound of ``seen`` over the slots
+        self.tombs: dict[AddrKey, tuple[int, int]] | None = None  # addr -> (seen, origin)
+        self.long_pids: dict[AddrKey, bytes] | None = None
+        self.downloaded: dict[str, int] | None = None  # node id -> completed count
+
+    def __len__(self) -> int:
+        return len(self.addrs)
+
+    # -- slot access ------------------------------------------------------------------
+
+    def peer_id(self, i: int) -> bytes:
+        o = i * _PID
+        n = self.pids[o]
+        if n == _LONG:
+            assert self.long_pids is not None
+            return self.long_pids[self.addrs[i]]
+        return bytes(self.pids[o + 1 : o + 1 + n])
+
+    def record(self, i: int) -> Record:
+        flags = FLAG_SEEDER if i >= self.n_leech else 0
+        return Record(self.addrs[i], self.seen[i], self.peer_id(i), flags, self.origins[i])
+
+    def current(self, addr: AddrKey) -> Record | None:
+        """The record held for ``addr``: a live slot, a tombstone, or None."""
+        i = self.index.get(addr)
+        if i is not None:
+            return self.record(i)
+        if self.tombs is not None:
+            t = self.tombs.get(addr)
+            if t is not None:
+                return Record(addr, t[0], b"", FLAG_TOMBSTONE, t[1])
+        return None
+
+    def _set_pid(self, i: int, addr: AddrKey, pid: bytes) -> None:
+        o = i * _PID
+        if len(pid) < _PID:
+            self.pids[o] = len(pid)
+            self.pids[o + 1 : o + 1 + len(pid)] = pid
+            if self.long_pids is not None:
+                self.long_pids.pop(addr, None)
+        else:
+            self.pids[o] = _LONG
+            if self.long_pids is None:
+                self.long_pids = {}
+            self.long_pids[addr] = pid
+
+    def _swap(self, i: int, j: int) -> None:
+        if i == j:
+            return
+        a, b = self.addrs[i], self.addrs[j]
+        self.addrs[i], self.addrs[j] = b, a
+        self.index[a], self.index[b] = j, i
+        self.seen[i], self.seen[j] = self.seen[j], self.seen[i]
+        self.origins[i], self.origins[j] = self.origins[j], self.origins[i]
+        oi, oj = i * _PID, j * _PID
+        chunk = self.pids[oi : oi + _PID]
+        self.pids[oi : oi + _PID] = self.pids[oj : oj + _PID]
+        self.pids[oj : oj + _PID] = chunk
+
+    # -- mutations (the Store keeps the totals) ---------------------------------------
+
+    def insert(self, addr: AddrKey, seen: int, pid: bytes, seeder: bool, origin: int) -> None:
+        i = len(self.addrs)
+        self.index[addr] = i
+        self.addrs.append(addr)
+        self.seen.append(seen)
+        self.origins.append(origin)
+        self.pids.extend(bytes(_PID))
+        self._set_pid(i, addr, pid)
+        if not seeder:
+            self._swap(i, self.n_leech)
+            self.n_leech += 1
+        self.min_seen = min(self.min_seen, seen)
+
+    def update(self, i: int, seen: int, pid: bytes, seeder: bool, origin: int) -> None:
+        addr = self.addrs[i]
+        self.seen[i] = seen
+        self.origins[i] = origin
+        self._set_pid(i, addr, pid)
+        if seeder and i < self.n_leech:  # leecher -> seeder: hand it to the seeder side
+            self._swap(i, self.n_leech - 1)
+            self.n_leech -= 1
+        elif not seeder and i >= self.n_leech:
+            self._swap(i, self.n_leech)
+            self.n_leech += 1
+
+    def delete(self, i: int) -> None:
+        if i < self.n_leech:
+            self._swap(i, self.n_leech - 1)
+            i = self.n_leech - 1
+            self.n_leech -= 1
+        last = len(self.addrs) - 1
+        self._swap(i, last)
+        addr = self.addrs.pop()
+        self.seen.pop()
+        self.origins.pop()
+        del self.pids[last * _PID :]
+        del self.index[addr]
+        if self.long_pids is not None:
+            self.long_pids.pop(addr, None)
+
+    def stalest(self) -> int:
+        """The slot with the smallest ``seen`` (O(n); only on eviction)."""
+        seen = self.seen
+        return min(range(len(seen)), key=seen.__getitem__)
+
+
+class Store:
+    """info hash -> providers. See the module docstring for the semantics."""
+
+    def __init__(
+        self,
+        ttl_ns: int,
+        *,
+        max_per_key: int = 500,
+        max_records: int = 1_000_000,
+        max_clock_skew_ns: int = 5_000_000_000,
+        tombstone_ttl_ns: int | None = None,
+    ) -> None:
+        if ttl_ns <= 0:
+            raise InvalidInput("ttl must be positive")
+        if max_per_key < 1 or max_records < 1:
+            raise InvalidInput("store bounds must be at least 1")
+        if tombstone_ttl_ns is not None and tombstone_ttl_ns < ttl_ns:
+            # a tombstone must outlive what it deletes, or expiry would resurrect providers
+            raise InvalidInput("tombstone ttl must be at least the record ttl")
+        self.ttl_ns = ttl_ns
+        self.max_per_key = max_per_key
+        self.max_records = max_records
+        self.max_clock_skew_ns = max_clock_skew_ns
+        self.tombstone_ttl_ns = ttl_ns if tombstone_ttl_ns is None else tombstone_ttl_ns
+        self._swarms: dict[str, Swarm] = {}
+        self._live = 0  # live slots (not yet swept), all keys
+        self._tombs = 0
+        self._leases: dict[int, int] = {}  # origin -> lease end (v2 owner leases)
+        self._sweep_keys: list[str] = []
+        self._sweep_pos = 0
+        self._evict_pos = 0
+
+    # -- sizes --------------------------------------------------------------------------
+
+    @property
+    def num_records(self) -> int:
+        """Provider records held (live or expired-not-yet-swept), tombstones excluded."""
+        return self._live
+
+    @property
+    def num_tombstones(self) -> int:
+        return self._tombs
+
+    @property
+    def num_keys(self) -> int:
+        return len(self._swarms)
+
+    def keys(self) -> list[str]:
+        return list(self._swarms)
+
+    def __contains__(self, info_hash: object) -> bool:
+        return info_hash in self._swarms
+
+    # -- leases (v2: a live origin keeps its records alive) ------------------------------
+
+    def set_lease(self, origin: int, until_ns: int) -> None:
+        """Records stamped by ``origin`` (non-zero) stay live until ``until_ns`` at least."""
+        if origin:
+            self._leases[origin] = until_ns
+
+    def drop_lease(self, origin: int) -> None:
+        self._leases.pop(origin, None)
+
+    def _alive(self, seen: int, origin: int, cutoff: int, now_ns: int) -> bool:
+        return seen >= cutoff or (origin != 0 and self._leases.get(origin, 0) >= now_ns)
+
+    # -- writes -----------------------------------------------------------------------
+
+    def announce(
+        self,
+        info_hash: str,
+        addr: AddrKey,
+        now_ns: int,
+        *,
+        peer_id: bytes = b"",
+        seeder: bool = False,
+        origin: int = 0,
+    ) -> Record:
+        """A provider announced itself here: store it stamped ``max(now, previous + 1)``."""
+        swarm = self._swarms.get(info_hash)
+        if swarm is None:
+            parse_info_hash(info_hash)
+            _check_addr(addr)
+        if len(peer_id) > MAX_PEER_ID_BYTES:
+            raise InvalidInput(f"peer_id must be at most {MAX_PEER_ID_BYTES} bytes")
+        seen = now_ns
+        if swarm is not None:
+            i = swarm.index.get(addr)
+            if i is not None:  # the hot path: a refresh
+                prev = swarm.seen[i]
+                if prev >= seen:
+                    seen = prev + 1
+                swarm.update(i, seen, peer_id, seeder, origin)
+                return Record(addr, seen, peer_id, FLAG_SEEDER if seeder else 0, origin)
+            _check_addr(addr)
+            old = swarm.current(addr)
+            if old is not None and old.last_seen_ns >= seen:
+                seen = old.last_seen_ns + 1
+        rec = Record(addr, seen, peer_id, FLAG_SEEDER if seeder else 0, origin)
+        self._apply(info_hash, rec, now_ns)
+        return rec
+
+    def remove(self, info_hash: str, addr: AddrKey, now_ns: int, *, origin: int = 0) -> Record:
+        """A provider left: write a tombstone stamped ``max(now, previous + 1)``."""
+        parse_info_hash(info_hash)
+        _check_addr(addr)
+        seen = now_ns
+        swarm = self._swarms.get(info_hash)
+        if swarm is not None:
+            old = swarm.current(addr)
+            if old is not None and old.last_seen_ns >= seen:
+                seen = old.last_seen_ns + 1
+        rec = Record(addr, seen, b"", FLAG_TOMBSTONE, origin)
+        self._apply(info_hash, rec, now_ns)
+        return rec
+
+    def merge(self, info_hash: str, records: Iterable[Record], now_ns: int) -> MergeResult:
+        """Merge records received from a peer (already validated by a codec).
+
+        Per address the greatest record wins. Unknown stamps (0) become now, stamps in the
+        future beyond the allowed skew are clamped to now, and records already expired on
+        arrival are ignored (they would be freed at once).
+        """
+        inserted = replaced = ignored = 0
+        changed: list[Record] = []
+        limit = now_ns + self.max_clock_skew_ns
+        for incoming in records:
+            rec = incoming
+            seen = rec.last_seen_ns
+            if seen == 0 or seen > limit:
+                seen = now_ns
+            flags = rec.flags & (FLAG_SEEDER | FLAG_TOMBSTONE)
+            if flags & FLAG_TOMBSTONE:
+                rec = Record(rec.addr, seen, b"", FLAG_TOMBSTONE, rec.origin)
+            elif seen != rec.last_seen_ns or flags != rec.flags:
+                rec = Record(rec.addr, seen, rec.peer_id, flags, rec.origin)
+            outcome = self._apply(info_hash, rec, now_ns)
+            if outcome == 0:
+                ignored += 1
+                continue
+            if outcome == 1:
+                inserted += 1
+            else:
+                replaced += 1
+            changed.append(rec)
+        return MergeResult(inserted, replaced, ignored, changed)
+
+    def _apply(self, info_hash: str, rec: Record, now_ns: int) -> int:
+        """Merge one normalised record. Returns 0 ignored, 1 inserted, 2 replaced."""
+        tomb = rec.flags & FLAG_TOMBSTONE
+        cutoff = now_ns - (self.tombstone_ttl_ns if tomb else self.ttl_ns)
+        swarm = self._swarms.get(info_hash)
+        old: Record | None = None
+        if swarm is not None:
+            old = swarm.current(rec.addr)
+        if old is None:
+            if rec.last_seen_ns < cutoff and not self._alive(
+                rec.last_seen_ns, rec.origin, cutoff, now_ns
+            ):
+                return 0  # dead on arrival
+        elif order_key(rec) <= order_key(old):
+            return 0
+        if swarm is None:
+            swarm = self._swarms[info_hash] = Swarm()
+            self._sweep_keys.append(info_hash)
+        addr = rec.addr
+        if old is not None and not old.tombstone:  # live -> newer live, or live -> tombstone
+            i = swarm.index[addr]
+            if not tomb:
+                swarm.update(i, rec.last_seen_ns, rec.peer_id, rec.seeder, rec.origin)
+                return 2
+            swarm.delete(i)
+            self._live -= 1
+            self._put_tomb(swarm, rec)
+            return 2
+        if old is not None:  # tombstone -> newer tombstone or a fresh announce
+            assert swarm.tombs is not None
+            if tomb:
+                swarm.tombs[addr] = (rec.last_seen_ns, rec.origin)
+                return 2
+            del swarm.tombs[addr]
+            self._tombs -= 1
+        if tomb:
+            self._put_tomb(swarm, rec)
+            return 2 if old is not None else 1
+        if len(swarm) >= self.max_per_key:
+            j = swarm.stalest()
+            if swarm.seen[j] >= rec.last_seen_ns:
+                return 0
+            swarm.delete(j)  # stalest first
+            self._live -= 1
+        elif self._live >= self.max_records:
+            self._make_room(now_ns, keep=info_hash)
+        swarm.insert(addr, rec.last_seen_ns, rec.peer_id, rec.seeder, rec.origin)
+        self._live += 1
+        return 2 if old is not None else 1
+
+    def _put_tomb(self, swarm: Swarm, rec: Record) -> None:
+        if swarm.tombs is None:
+            swarm.tombs = {}
+        tombs = swarm.tombs
+        if len(tombs) >= self.max_per_key:  # bounded like live records: stalest first
+            stale = min(tombs, key=lambda a: tombs[a][0])
+            del tombs[stale]
+            self._tombs -= 1
+        tombs[rec.addr] = (rec.last_seen_ns, rec.origin)
+        self._tombs += 1
+
+    def _make_room(self, now_ns: int, keep: str) -> None:
+        """The store is full: free one record, expired first, else the stalest of a sample."""
+        self.sweep(now_ns, max_keys=64)
+        if self._live < self.max_records:
+            return
+        keys = self._sweep_keys
+        best: tuple[int, Swarm] | None = None
+        for _ in range(min(_SWEEP_SAMPLE, len(keys))):
+            self._evict_pos = (self._evict_pos + 1) % len(keys)
+            key = keys[self._evict_pos]
+            swarm = self._swarms.get(key)
+            if swarm is None or len(swarm) == 0 or (len(swarm) == 1 and key == keep):
+                continue
+            j = swarm.stalest()
+            if best is None or swarm.seen[j] < best[1].seen[best[0]]:
+                best = (j, swarm)
+        if best is None:  # every sampled key was empty: evict from the key being written
+            swarm = self._swarms[keep]
+            if len(swarm) == 0:
+                return
+            best = (swarm.stalest(), swarm)
+        best[1].delete(best[0])
+        self._live -= 1
+
+    # -- downloads (BitTorrent 'completed'), a per-node counter merged by max -----------
+
+    def count_completed(self, info_hash: str, node_id: str, by: int = 1) -> None:
+        swarm = self._swarms.get(info_hash)
+        if swarm is None:
+            return
+        if swarm.downloaded is None:
+            swarm.downloaded = {}
+        swarm.downloaded[node_id] = swarm.downloaded.get(node_id, 0) + by
+
+    def merge_downloaded(self, info_hash: str, counters: dict[str, int]) -> bool:
+        """Merge per-node completed counters by max (a G-counter). True if anything grew."""
+        swarm = self._swarms.get(info_hash)
+        if swarm is None or not counters:
+            return False
+        if swarm.downloaded is None:
+            swarm.downloaded = {}
+        grew = False
+        mine = swarm.downloaded
+        for node, n in counters.items():
+            if n > mine.get(node, 0):
+                mine[node] = n
+                grew = True
+        return grew
+
+    def downloaded_counters(self, info_hash: str) -> dict[str, int]:
+        swarm = self._swarms.get(info_hash)
+        if swarm is None or swarm.downloaded is None:
+            return {}
+        return dict(swarm.downloaded)
+
+    # -- reads ------------------------------------------------------------------------
+
+    def lookup(self, info_hash: str, now_ns: int, limit: int = 0) -> list[Provider]:
+        """Live providers, freshest first, at most ``limit`` (0 or less: all)."""
+        return [to_provider(r) for r in self.live_records(info_hash, now_ns, limit)]
+
+    def live_records(self, info_hash: str, now_ns: int, limit: int = 0) -> list[Record]:
+        """Live records, greatest (freshest) first, at most ``limit`` (0 or less: all)."""
+        swarm = self._swarms.get(info_hash)
+        if swarm is None:
+            return []
+        cutoff = now_ns - self.ttl_ns
+        seen, origins = swarm.seen, swarm.origins
+        live = [i for i in range(len(seen)) if self._alive(seen[i], origins[i], cutoff, now_ns)]
+        recs = sorted((swarm.record(i) for i in live), key=order_key, reverse=True)
+        return recs[:limit] if limit > 0 else recs
+
+    def tombstones(self, info_hash: str, now_ns: int) -> list[Record]:
+        """Unexpired tombstones of a key (for gossip between chisme nodes)."""
+        swarm = self._swarms.get(info_hash)
+        if swarm is None or not swarm.tombs:
+            return []
+        cutoff = now_ns - self.tombstone_ttl_ns
+        return [
+            Record(a, s, b"", FLAG_TOMBSTONE, o) for a, (s, o) in swarm.tombs.items() if s >= cutoff
+        ]
+
+    def get(self, info_hash: str, addr: AddrKey) -> Record | None:
+        """The record held for one address, live, expired or tombstone."""
+        swarm = self._swarms.get(info_hash)
+        return None if swarm is None else swarm.current(addr)
+
+    def counts(self, info_hash: str) -> Counts:
+        """Seeders and leechers held (O(1): expired ones count until the next sweep)."""
+        swarm = self._swarms.get(info_hash)
+        if swarm is None:
+            return Counts(0, 0, 0)
+        done = sum(swarm.downloaded.values()) if swarm.downloaded else 0
+        return Counts(len(swarm) - swarm.n_leech, swarm.n_leech, done)
+
+    def sample_peers(
+        self,
+        info_hash: str,
+        now_ns: int,
+        want: int,
+        rng: random.Random,
+        *,
+        exclude: AddrKey | None = None,
+        leechers_first: bool = False,
+    ) -> list[AddrKey]:
+        """A random sample of at most ``want`` live peers, never ``exclude``.
+
+        ``leechers_first`` (for a seeder asking) takes leechers before seeders. O(want):
+        the swarm's slot arrays are sampled by index, never scanned.
+        """
+        swarm = self._swarms.get(info_hash)
+        if swarm is None or want <= 0:
+            return []
+        cutoff = now_ns - self.ttl_ns
+        n = len(swarm)
+        ranges = [(0, swarm.n_leech), (swarm.n_leech, n)] if leechers_first else [(0, n)]
+        out: list[AddrKey] = []
+        seen, origins, addrs = swarm.seen, swarm.origins, swarm.addrs
+        for lo, hi in ranges:
+            need = want - len(out)
+            if need <= 0:
+                break
+            size = hi - lo
+            if size <= 0:
+                continue
+            if size <= need + 1:
+                picks = list(range(lo, hi))
+                rng.shuffle(picks)
+            else:
+                picks = rng.sample(range(lo, hi), need + 1)
+            for i in picks:
+                if len(out) >= want:
+                    break
+                a = addrs[i]
+                if a != exclude and self._alive(seen[i], origins[i], cutoff, now_ns):
+                    out.append(a)
+        return out
+
+    # -- expiry -----------------------------------------------------------------------
+
+    def sweep(self, now_ns: int, max_keys: int = 1_000) -> int:
+        """Free expired records and tombstones of up to ``max_keys`` keys, round-robin.
+
+        Returns the number of records and tombstones freed. Call it on a timer: a full
+        pass over the store takes ``num_keys / max_keys`` calls.
+        """
+        freed = 0
+        cutoff = now_ns - self.ttl_ns
+        tomb_cutoff = now_ns - self.tombstone_ttl_ns
+        keys = self._sweep_keys
+        for _ in range(min(max_keys, len(keys))):
+            if self._sweep_pos >= len(keys):
+                self._compact_sweep_keys()
+                keys = self._sweep_keys
+                if not keys:
+                    break
+            info_hash = keys[self._sweep_pos]
+            self._sweep_pos += 1
+            swarm = self._swarms.get(info_hash)
+            if swarm is None:
+                continue
+            freed += self._sweep_swarm(swarm, cutoff, tomb_cutoff, now_ns)
+            if len(swarm) == 0 and not swarm.tombs:
+                del self._swarms[info_hash]
+        return freed
+
+    def sweep_all(self, now_ns: int) -> int:
+        """Free everything expired now (tests, shutdown, small stores)."""
+        freed = 0
+        for _ in range(2):  # the cursor may start mid-list
+            freed += self.sweep(now_ns, max_keys=len(self._sweep_keys) + 1)
+        return freed
+
+    def _compact_sweep_keys(self) -> None:
+        self._sweep_keys = list(self._swarms)
+        self._sweep_pos = 0
+        self._evict_pos = 0
+
+    def _sweep_swarm(self, swarm: Swarm, cutoff: int, tomb_cutoff: int, now_ns: int) -> int:
+        freed = 0
+        if swarm.tombs:
+            dead = [a for a, (s, _) in swarm.tombs.items() if s < tomb_cutoff]
+            for a in dead:
+                del swarm.tombs[a]
+            self._tombs -= len(dead)
+            freed += len(dead)
+            if not swarm.tombs:
+                swarm.tombs = None
+        if swarm.min_seen >= cutoff:
+            return freed
+        seen, origins = swarm.seen, swarm.origins
+        for i in range(len(seen) - 1, -1, -1):  # deleting i only moves already-checked slots
+            if not self._alive(seen[i], origins[i], cutoff, now_ns):
+                swarm.delete(i)
+                freed += 1
+                self._live -= 1
+        swarm.min_seen = min(seen) if len(seen) else 1 << 62
+        if self._leases and len(seen):  # leased records may be older than cutoff
+            swarm.min_seen = min(swarm.min_seen, cutoff)
+        return freed
+
+    # -- inspection ---------------------------------------------------------------------
+
+    def snapshot(self) -> dict[tuple[str, AddrKey], Record]:
+        """Every record held, tombstones included (tests and debugging)."""
+        out: dict[tuple[str, AddrKey], Record] = {}
+        for ih, swarm in self._swarms.items():
+            for i in range(len(swarm)):
+                out[ih, swarm.addrs[i]] = swarm.record(i)
+            if swarm.tombs:
+                for a, (s, o) in swarm.tombs.items():
+                    out[ih, a] = Record(a, s, b"", FLAG_TOMBSTONE, o)
+        return out
+
+    def iter_records(self) -> Iterator[tuple[str, Record]]:
+        for ih, swarm in self._swarms.items():
+            for i in range(len(swarm)):
+                yield ih, swarm.record(i)
+
+
+def _check_addr(addr: object) -> None:
+    """A store key must be a compact IP key (6 or 18 bytes, port != 0) or ``name:port``."""
+    if isinstance(addr, bytes):
+        if len(addr) in (6, 18) and addr[-2:] != b"\x00\x00":
+            return
+    elif isinstance(addr, str) and addr and parse_addr(addr) == addr:
+        return
+    raise InvalidInput("addr must be host:port with a port in 1-65535")
+
+
+__all__: Sequence[str] = ("Counts", "MergeResult", "Store", "Swarm")
