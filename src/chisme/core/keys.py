@@ -81,7 +81,8 @@ def parse_addr(text: object) -> AddrKey:
         return ip_port_key(ipaddress.IPv4Address(host).packed, port)
     except ValueError:
         pass
-    name = host.lower()
+    # isascii first: str.lower() maps some non-ASCII letters to ASCII (KELVIN SIGN -> "k")
+    name = host.lower() if host.isascii() else ""
     if _HOSTNAME_RE.fullmatch(name) is None or name.replace(".", "").isdigit():
         raise InvalidInput("addr host must be an IPv4 address, [IPv6] or a DNS name")
     return f"{name.rstrip('.')}:{port}"
