@@ -1,0 +1,184 @@
+"""The command line: run a node, announce, look up, list members, simulate.
+
+Errors are one line on stderr and a non-zero exit (2 for usage and config errors);
+``--debug`` shows the traceback as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from chisme.config import Config, load_config
+from chisme.core.keys import parse_addr, parse_info_hash
+from chisme.core.records import Record
+from chisme.errors import ChismeError, ConfigError, InvalidInput
+from chisme.net import tcp
+from chisme.node import Node
+from chisme.wire import v1
+from chisme.wire.rfc3339 import format_rfc3339
+
+log = logging.getLogger("chisme")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse's default prints usage; keep one line
+        raise ConfigError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="chisme", description="A decentralized provider tracker.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    n = sub.add_parser("node", help="run a node")
+    n.add_argument("--config", help="TOML config file (same keys as chisme.Config)")
+    n.add_argument("--profile", choices=["local", "lan", "wan"], help="named config profile")
+    n.add_argument("--listen", help="node port HOST:PORT (default 127.0.0.1:7070)")
+    n.add_argument("--api", help="JSON API HOST:PORT (default 127.0.0.1:7080; '' = off)")
+    n.add_argument("--tracker-http", help="BitTorrent HTTP tracker HOST:PORT ('' = off)")
+    n.add_argument("--tracker-udp", help="BitTorrent UDP tracker HOST:PORT ('' = off)")
+    n.add_argument("--peer", action="append", dest="peers", help="peer HOST:PORT (repeatable)")
+    n.add_argument("--ttl", type=float, dest="ttl_s", help="provider TTL in seconds (90)")
+    n.add_argument("--gossip-interval", type=float, dest="gossip_interval_s",
+                   help="seconds between gossip rounds (8)")
+    n.add_argument("--protocol", choices=["v1", "v2"], help="node-to-node gossip protocol")
+    n.add_argument("--node-id", help="stable node id (default: random per start)")
+    n.add_argument("--cluster", dest="cluster_name", help="cluster name")
+    n.add_argument("--log-level", help="DEBUG, INFO, WARNING")
+
+    a = sub.add_parser("announce", help="announce a provider to a node (v1)")
+    a.add_argument("--node", required=True, help="node HOST:PORT")
+    a.add_argument("--peer-id", default="", help="optional peer id")
+    a.add_argument("--timeout", type=float, default=5.0)
+    a.add_argument("info_hash")
+    a.add_argument("addr")
+
+    lk = sub.add_parser("lookup", help="ask a node for the providers of a key (v1)")
+    lk.add_argument("--node", required=True, help="node HOST:PORT")
+    lk.add_argument("--limit", type=int, default=0)
+    lk.add_argument("--json", action="store_true", help="print the raw JSON array")
+    lk.add_argument("--timeout", type=float, default=5.0)
+    lk.add_argument("info_hash")
+    return p
+
+
+def _node_config(args: argparse.Namespace) -> Config:
+    flags = {
+        k: getattr(args, k)
+        for k in ("listen", "api", "tracker_http", "tracker_udp", "ttl_s", "gossip_interval_s",
+                  "protocol", "node_id", "cluster_name", "log_level")
+        if getattr(args, k) is not None
+    }
+    if args.peers:
+        flags["peers"] = tuple(args.peers)
+    if args.config:
+        return load_config(args.config, profile=args.profile, **flags)
+    return Config.profile(args.profile or "lan", **flags)
+
+
+async def _run_node(cfg: Config) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    async with Node(cfg) as node:
+        log.info("node %s ready: %s", node.node_id, node.status()["listeners"])
+        await stop.wait()
+        log.info("shutting down")
+
+
+async def _announce(args: argparse.Namespace) -> int:
+    info_hash = parse_info_hash(args.info_hash)
+    key = parse_addr(args.addr)
+    parse_addr(args.node)
+    rec = Record(key, time.time_ns(), args.peer_id.encode())
+    data = v1.encode_message(v1.Announce(info_hash, [rec]))
+    await tcp.send_message(args.node, data, args.timeout)
+    print(f"announced {args.addr} for {info_hash} to {args.node}")
+    return 0
+
+
+async def _lookup(args: argparse.Namespace) -> int:
+    info_hash = parse_info_hash(args.info_hash)
+    parse_addr(args.node)
+    if args.limit < 0:
+        raise InvalidInput("--limit must be 0 (no limit) or more")
+    msg = v1.encode_message(v1.Lookup(info_hash, args.limit))
+    raw = await tcp.request(args.node, msg, args.timeout, 1 << 24)
+    records = v1.decode_providers(raw)
+    if args.json:
+        sys.stdout.write(raw.decode("utf-8").rstrip("\n") + "\n")
+        return 0
+    if not records:
+        print(f"no providers for {info_hash}")
+        return 0
+    from chisme.core.records import to_provider  # noqa: PLC0415
+
+    for rec in records:
+        p = to_provider(rec)
+        line = f"{p.addr}\t{format_rfc3339(p.last_seen_ns)}"
+        print(f"{line}\t{p.peer_id}" if p.peer_id else line)
+    return 0
+
+
+def _setup_logging(level: str, debug: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _run(coro: Coroutine[Any, Any, int | None]) -> int | None:
+    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    try:
+        import uvloop  # noqa: PLC0415
+
+        factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        pass
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(coro)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    try:
+        args = parser.parse_args(argv)
+        if args.command == "node":
+            cfg = _node_config(args)
+            _setup_logging(cfg.log_level, args.debug)
+            _run(_run_node(cfg))
+            return 0
+        _setup_logging("WARNING", args.debug)
+        if args.command == "announce":
+            return _run(_announce(args)) or 0
+        if args.command == "lookup":
+            return _run(_lookup(args)) or 0
+        raise ConfigError(f"unknown command {args.command}")
+    except ConfigError as e:
+        print(f"chisme: error: {e}", file=sys.stderr)
+        if debug:
+            raise
+        return 2
+    except ChismeError as e:
+        print(f"chisme: error: {getattr(e, 'reason', None) or e}", file=sys.stderr)
+        if debug:
+            raise
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""One typed, frozen configuration object, with named profiles and a TOML loader.
+
+Units are in the names (``*_s`` seconds, ``*_bytes``). Profiles follow memberlist's
+Local / LAN / WAN split: ``local`` is tuned for a laptop or a test (fast rounds),
+``lan`` is the default, ``wan`` tolerates long round trips.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from chisme.core.keys import parse_addr
+from chisme.errors import ConfigError, InvalidInput
+
+Protocol = Literal["v1", "v2"]
+
+
+class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Everything a node needs. Build one with :meth:`Config.profile` or :func:`load_config`."""
+
+    # identity and membership
+    cluster_name: str = "chisme"
+    node_id: str = ""  # empty: a fresh random id per start
+    # listeners ("" switches a listener off)
+    listen: str = "127.0.0.1:7070"  # node port: v1 JSON and v2 frames
+    api: str = "127.0.0.1:7080"  # HTTP JSON API and /metrics
+    tracker_http: str = "127.0.0.1:6969"
+    tracker_udp: str = "127.0.0.1:6969"
+    peers: tuple[str, ...] = ()  # bootstrap peers / seeds (host:port of their node port)
+    advertise: str = ""  # the address peers should use for us; "" = listen
+    # store
+    ttl_s: float = 90.0
+    tombstone_ttl_s: float = 0.0  # 0: same as ttl_s
+    max_clock_skew_s: float = 5.0
+    max_per_key: int = 500
+    max_records: int = 1_000_000
+    sweep_interval_s: float = 1.0
+    # node-to-node protocol
+    protocol: Protocol = "v1"
+    gossip_interval_s: float = 8.0
+    gossip_jitter: float = 0.1  # fraction of the interval, each way
+    max_message_bytes: int = 1 << 20
+    read_timeout_s: float = 5.0  # a connection must deliver its message within this
+    peer_timeout_s: float = 2.0  # dial + send (+ reply) to a peer
+    max_connections: int = 1024
+    max_concurrent_sends: int = 64
+    lookup_fanout: int = 3
+    lookup_timeout_s: float = 1.0
+    # BitTorrent tracker front ends
+    announce_interval_s: float = 0.0  # 0: two thirds of ttl_s
+    min_announce_interval_s: float = 0.0  # 0: half the announce interval
+    numwant_default: int = 50
+    numwant_max: int = 200
+    tracker_lookup_timeout_s: float = 0.3
+    connection_id_key: str = "chisme-default-connection-id-key"  # share it across the cluster
+    real_ip_header: str = ""  # e.g. "X-Forwarded-For" behind a reverse proxy; off by default
+    allow_list: str = ""  # file of allowed info hashes (hex, one per line); "" = all
+    deny_list: str = ""  # file of denied info hashes
+    full_scrape: bool = False
+    # logging
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        try:
+            for name in ("listen", "api", "tracker_http", "tracker_udp", "advertise"):
+                value = getattr(self, name)
+                if value:
+                    parse_addr(value)
+            for peer in self.peers:
+                parse_addr(peer)
+        except InvalidInput as e:
+            raise ConfigError(f"{e.reason} (in an address setting)") from None
+        if not self.listen:
+            raise ConfigError("listen (the node port) cannot be switched off")
+        positive = (
+            "ttl_s",
+            "max_clock_skew_s",
+            "sweep_interval_s",
+            "gossip_interval_s",
+            "read_timeout_s",
+            "peer_timeout_s",
+            "lookup_timeout_s",
+            "tracker_lookup_timeout_s",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
+        for name in ("max_per_key", "max_records", "max_message_bytes", "max_connections",
+                     "max_concurrent_sends", "numwant_max"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        if not 0 <= self.gossip_jitter < 1:
+            raise ConfigError("gossip_jitter must be in [0, 1)")
+        if self.tombstone_ttl_s and self.tombstone_ttl_s < self.ttl_s:
+            raise ConfigError("tombstone_ttl_s must be at least ttl_s")
+        if self.announce_interval_s < 0 or self.announce_interval_s >= self.ttl_s:
+            raise ConfigError("announce_interval_s must be less than ttl_s, or clients expire")
+        if not 0 <= self.lookup_fanout <= 16:
+            raise ConfigError("lookup_fanout must be in 0-16")
+        if not 0 < self.numwant_default <= self.numwant_max:
+            raise ConfigError("numwant_default must be in 1..numwant_max")
+        if not self.cluster_name or len(self.cluster_name) > 64:
+            raise ConfigError("cluster_name must be 1-64 characters")
+
+    # derived values ---------------------------------------------------------------------
+
+    @property
+    def ttl_ns(self) -> int:
+        return int(self.ttl_s * 1e9)
+
+    @property
+    def tombstone_ttl_ns(self) -> int:
+        return int((self.tombstone_ttl_s or self.ttl_s) * 1e9)
+
+    @property
+    def max_clock_skew_ns(self) -> int:
+        return int(self.max_clock_skew_s * 1e9)
+
+    @property
+    def announce_interval(self) -> int:
+        """Seconds a BitTorrent client waits between announces (two thirds of the TTL)."""
+        return max(1, int(self.announce_interval_s or self.ttl_s * 2 / 3))
+
+    @property
+    def min_announce_interval(self) -> int:
+        return max(1, int(self.min_announce_interval_s or self.announce_interval / 2))
+
+    @property
+    def advertised(self) -> str:
+        return self.advertise or self.listen
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with some fields changed, validated again."""
+        return from_mapping({**msgspec.structs.asdict(self), **changes})
+
+    @classmethod
+    def profile(cls, name: str = "lan", **overrides: Any) -> Config:
+        """A named profile (``local``, ``lan``, ``wan``), with ``overrides`` applied."""
+        try:
+            base = PROFILES[name]
+        except KeyError:
+            raise ConfigError(f"unknown profile {name!r} (local, lan, wan)") from None
+        return from_mapping({**base, **overrides})
+
+
+PROFILES: dict[str, dict[str, Any]] = {
+    "lan": {},
+    "local": {
+        "gossip_interval_s": 1.0,
+        "read_timeout_s": 2.0,
+        "peer_timeout_s": 1.0,
+        "lookup_timeout_s": 0.5,
+        "sweep_interval_s": 0.5,
+    },
+    "wan": {
+        "gossip_interval_s": 15.0,
+        "read_timeout_s": 15.0,
+        "peer_timeout_s": 6.0,
+        "lookup_timeout_s": 3.0,
+        "max_clock_skew_s": 30.0,
+        "tracker_lookup_timeout_s": 1.0,
+    },
+}
+
+
+def from_mapping(values: Mapping[str, Any]) -> Config:
+    """Validate a mapping (TOML table, flags) into a Config; errors are ConfigError."""
+    data = dict(values)
+    if "peers" in data and isinstance(data["peers"], list):
+        data["peers"] = tuple(data["peers"])
+    try:
+        return msgspec.convert(data, Config)
+    except msgspec.ValidationError as e:
+        raise ConfigError(f"config: {e}") from None
+
+
+def load_config(path: str | Path, profile: str | None = None, **overrides: Any) -> Config:
+    """Read a TOML file (the same keys as :class:`Config`, optional ``profile``); flags win."""
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config {path} is not valid TOML: {e}") from None
+    file_profile = raw.pop("profile", "lan")
+    if not isinstance(file_profile, str):
+        raise ConfigError("profile must be a string")
+    return Config.profile(profile or file_profile, **{**raw, **overrides})

@@ -1,0 +1,186 @@
+"""The HTTP JSON API: providers, announce, remove, status, stats, health and /metrics.
+
+    GET  /v1/providers/{info_hash}?limit=N      overlay lookup (local + up to 3 peers)
+    GET  /v1/providers/{info_hash}?local=1      this node's store only
+    POST /v1/announce  {"info_hash", "addr", "peer_id"?, "seeder"?}
+    POST /v1/remove    {"info_hash", "addr"}
+    GET  /v1/status    node, peers, store sizes
+    GET  /v1/stats     tracker view: torrents, seeders, leechers, per-torrent top list
+    GET  /healthz      {"status": "ok"}
+    GET  /metrics      Prometheus text
+
+Errors are 4xx with ``{"error": "<reason>"}``. The JSON arrays of providers are the
+same bytes as a v1 lookup reply (WIRE.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import Any, Protocol, TypeVar
+from urllib.parse import parse_qs, unquote
+
+import msgspec
+
+from chisme.core.records import Provider, Record
+from chisme.errors import ChismeError, InvalidInput
+from chisme.frontends.http_server import Request, Response
+from chisme.metrics import CONTENT_TYPE
+from chisme.wire import v1
+
+JSON = b"application/json"
+_T = TypeVar("_T")
+_MAX_LIMIT = 10_000
+
+
+class ApiService(Protocol):
+    """What the API needs from the node."""
+
+    async def lookup(self, info_hash: str, limit: int = 0) -> list[Provider]: ...
+
+    def local_lookup(self, info_hash: str, limit: int = 0) -> list[Provider]: ...
+
+    async def announce(
+        self, info_hash: str, addr: str, peer_id: str = "", *, seeder: bool = False
+    ) -> Record: ...
+
+    async def remove(self, info_hash: str, addr: str) -> Record: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def tracker_stats(self) -> dict[str, Any]: ...
+
+    def metrics_text(self) -> bytes: ...
+
+    def reject(self, surface: str, reason: str) -> None: ...
+
+
+class AnnounceBody(msgspec.Struct, forbid_unknown_fields=False):
+    info_hash: str
+    addr: str
+    peer_id: str = ""
+    seeder: bool = False
+
+
+class RemoveBody(msgspec.Struct):
+    info_hash: str
+    addr: str
+
+
+def error(status: int, reason: str) -> Response:
+    return Response(status, msgspec.json.encode({"error": reason}) + b"\n", JSON)
+
+
+def ok_json(value: Any, status: int = 200) -> Response:
+    return Response(status, msgspec.json.encode(value) + b"\n", JSON)
+
+
+class ApiServer:
+    """Routes requests to the service. Sync routes answer at once; lookups are awaited."""
+
+    def __init__(self, service: ApiService) -> None:
+        self.service = service
+
+    def handle(self, req: Request) -> Response | Awaitable[Response]:
+        try:
+            return self._route(req)
+        except ChismeError as e:
+            reason = getattr(e, "reason", str(e))
+            self.service.reject("api", reason)
+            return error(400, reason)
+
+    def _route(self, req: Request) -> Response | Awaitable[Response]:
+        path = req.path
+        if path.startswith(b"/v1/providers/"):
+            if req.method != b"GET":
+                return error(405, "use GET")
+            info_hash = unquote(path[len(b"/v1/providers/") :].decode("latin-1"))
+            return self._providers(info_hash, req.query)
+        if path == b"/v1/announce":
+            if req.method != b"POST":
+                return error(405, "use POST")
+            return self._announce(req)
+        if path == b"/v1/remove":
+            if req.method != b"POST":
+                return error(405, "use POST")
+            return self._remove(req)
+        if req.method != b"GET":
+            return error(405, "use GET")
+        if path == b"/healthz":
+            return ok_json({"status": "ok"})
+        if path == b"/metrics":
+            return Response(200, self.service.metrics_text(), CONTENT_TYPE.encode())
+        if path == b"/v1/status":
+            return ok_json(self.service.status())
+        if path == b"/v1/stats":
+            return ok_json(self.service.tracker_stats())
+        return error(404, "no such endpoint")
+
+    def _providers(self, info_hash: str, query: bytes) -> Response | Awaitable[Response]:
+        params = parse_qs(query.decode("latin-1"), keep_blank_values=True)
+        limit = _int_param(params, "limit", 0)
+        if not 0 <= limit <= _MAX_LIMIT:
+            raise InvalidInput(f"limit must be in 0-{_MAX_LIMIT}")
+        local = params.get("local", ["0"])[-1] in ("1", "true", "yes")
+        if local:
+            providers = self.service.local_lookup(info_hash, limit)
+            return Response(200, v1.encode_providers(providers), JSON)
+        return self._overlay_lookup(info_hash, limit)
+
+    async def _overlay_lookup(self, info_hash: str, limit: int) -> Response:
+        try:
+            providers = await self.service.lookup(info_hash, limit)
+        except ChismeError as e:
+            reason = getattr(e, "reason", str(e))
+            self.service.reject("api", reason)
+            return error(400, reason)
+        return Response(200, v1.encode_providers(providers), JSON)
+
+    def _announce(self, req: Request) -> Awaitable[Response]:
+        body = _decode(req, AnnounceBody)
+        return self._do_announce(body)
+
+    async def _do_announce(self, body: AnnounceBody) -> Response:
+        try:
+            rec = await self.service.announce(
+                body.info_hash, body.addr, body.peer_id, seeder=body.seeder
+            )
+        except ChismeError as e:
+            reason = getattr(e, "reason", str(e))
+            self.service.reject("api", reason)
+            return error(400, reason)
+        return ok_json({"ok": True, "last_seen_ns": rec.last_seen_ns}, 200)
+
+    def _remove(self, req: Request) -> Awaitable[Response]:
+        body = _decode(req, RemoveBody)
+        return self._do_remove(body)
+
+    async def _do_remove(self, body: RemoveBody) -> Response:
+        try:
+            rec = await self.service.remove(body.info_hash, body.addr)
+        except ChismeError as e:
+            reason = getattr(e, "reason", str(e))
+            self.service.reject("api", reason)
+            return error(400, reason)
+        return ok_json({"ok": True, "removed_at_ns": rec.last_seen_ns})
+
+
+def _decode(req: Request, kind: type[_T]) -> _T:
+    ctype = req.headers.get(b"content-type", b"application/json").split(b";")[0].strip()
+    if ctype != JSON:
+        raise InvalidInput("content-type must be application/json")
+    try:
+        return msgspec.json.decode(req.body, type=kind)
+    except msgspec.ValidationError as e:
+        raise InvalidInput(f"invalid body: {e}") from None
+    except msgspec.DecodeError:
+        raise InvalidInput("body is not valid JSON") from None
+
+
+def _int_param(params: dict[str, list[str]], name: str, default: int) -> int:
+    values = params.get(name)
+    if not values:
+        return default
+    try:
+        return int(values[-1])
+    except ValueError:
+        raise InvalidInput(f"{name} must be an integer") from None

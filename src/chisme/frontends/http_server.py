@@ -1,0 +1,308 @@
+"""A small, fast HTTP/1.1 server shell on httptools (the parser uvicorn uses).
+
+It parses requests, enforces size limits and deadlines, supports keep-alive and pipelining
+(answers go out in request order), and hands each :class:`Request` to a handler that returns
+a :class:`Response` directly (the tracker's hot path) or an awaitable of one (the JSON API).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import httptools
+
+log = logging.getLogger("chisme.http")
+
+REASONS = {
+    200: b"OK",
+    201: b"Created",
+    204: b"No Content",
+    400: b"Bad Request",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    408: b"Request Timeout",
+    413: b"Payload Too Large",
+    415: b"Unsupported Media Type",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+    503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+}
+
+
+@dataclass(slots=True)
+class Request:
+    method: bytes
+    path: bytes
+    query: bytes
+    headers: dict[bytes, bytes]
+    body: bytes
+    client_ip: str
+    client_port: int
+
+
+@dataclass(slots=True)
+class Response:
+    status: int = 200
+    body: bytes = b""
+    content_type: bytes = b"text/plain"
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+Handler = Callable[[Request], "Response | Awaitable[Response]"]
+Spawn = Callable[[Coroutine[Any, Any, None]], object]
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    max_header_bytes: int = 8192
+    max_body_bytes: int = 65536
+    header_timeout_s: float = 10.0  # a request must arrive whole within this
+    keepalive_timeout_s: float = 30.0
+    max_connections: int = 4096
+
+
+def render(resp: Response, keep_alive: bool) -> bytes:
+    head = [
+        b"HTTP/1.1 %d %s\r\n" % (resp.status, REASONS.get(resp.status, b"Unknown")),
+        b"Content-Type: %s\r\nContent-Length: %d\r\n" % (resp.content_type, len(resp.body)),
+    ]
+    if not keep_alive:
+        head.append(b"Connection: close\r\n")
+    for k, v in resp.headers:
+        head.append(k + b": " + v + b"\r\n")
+    head.append(b"\r\n")
+    head.append(resp.body)
+    return b"".join(head)
+
+
+class HttpServer:
+    """Serves one handler on one listening socket."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        spawn: Spawn,
+        limits: HttpLimits = HttpLimits(),
+        on_error: Callable[[str], None] | None = None,
+    ) -> None:
+        self.handler = handler
+        self.spawn = spawn
+        self.limits = limits
+        self.on_error = on_error
+        self.active = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _HttpConnection(self), host, port, reuse_address=True, backlog=2048
+        )
+        sockname = self._server.sockets[0].getsockname()
+        return sockname[0], sockname[1]
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+
+class _HttpConnection(asyncio.Protocol):
+    __slots__ = (
+        "body",
+        "body_size",
+        "client",
+        "closed",
+        "counted",
+        "header_name",
+        "header_size",
+        "headers",
+        "parser",
+        "pending",
+        "server",
+        "timer",
+        "transport",
+        "url",
+    )
+
+    def __init__(self, server: HttpServer) -> None:
+        self.server = server
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.client: tuple[str, int] = ("", 0)
+        self.url = b""
+        self.headers: dict[bytes, bytes] = {}
+        self.header_name = b""
+        self.header_size = 0
+        self.body: list[bytes] = []
+        self.body_size = 0
+        self.pending: list[asyncio.Future[bytes]] = []  # answers not yet written, in order
+        self.timer: asyncio.TimerHandle | None = None
+        self.closed = False
+        self.counted = False
+
+    # -- asyncio.Protocol -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            self.client = (str(peer[0]), int(peer[1]))
+        if self.server.active >= self.server.limits.max_connections:
+            self._error(503, b"too many connections")
+            return
+        self.server.active += 1
+        self.counted = True
+        self._arm(self.server.limits.header_timeout_s)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._error(400, b"protocol upgrades are not supported")
+        except _TooLargeError as e:
+            self._error(e.status, e.message)
+        except httptools.HttpParserError:
+            self._error(400, b"malformed HTTP request")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.counted:
+            self.counted = False
+            self.server.active -= 1
+        if self.timer is not None:
+            self.timer.cancel()
+        for fut in self.pending:
+            fut.cancel()
+
+    # -- httptools callbacks ------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.headers = {}
+        self.header_size = 0
+        self.body = []
+        self.body_size = 0
+        self._arm(self.server.limits.header_timeout_s)
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        self.header_size += len(url)
+        if self.header_size > self.server.limits.max_header_bytes:
+            raise _TooLargeError(431, b"request line too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_size += len(name) + len(value)
+        if self.header_size > self.server.limits.max_header_bytes or len(self.headers) >= 64:
+            raise _TooLargeError(431, b"request headers too large")
+        self.headers[name.lower()] = value
+
+    def on_body(self, body: bytes) -> None:
+        self.body_size += len(body)
+        if self.body_size > self.server.limits.max_body_bytes:
+            raise _TooLargeError(413, b"request body too large")
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        try:
+            parsed = httptools.parse_url(self.url)
+        except httptools.HttpParserInvalidURLError:
+            self._error(400, b"invalid request target")
+            return
+        keep_alive = self.parser.should_keep_alive()
+        req = Request(
+            method=self.parser.get_method(),
+            path=parsed.path or b"/",
+            query=parsed.query or b"",
+            headers=self.headers,
+            body=b"".join(self.body),
+            client_ip=self.client[0],
+            client_port=self.client[1],
+        )
+        self._arm(self.server.limits.keepalive_timeout_s)
+        try:
+            result = self.server.handler(req)
+        except Exception:
+            log.exception("bug: HTTP handler failed for %r", self.url[:200])
+            result = Response(500, b"internal error\n")
+        if isinstance(result, Response) and not self.pending:
+            self._write(render(result, keep_alive), keep_alive)
+            return
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bytes] = loop.create_future()
+        self.pending.append(fut)
+        if isinstance(result, Response):
+            fut.set_result(render(result, keep_alive))
+        else:
+            assert self.transport is not None
+            self.transport.pause_reading()  # one request in flight at a time: bounded work
+            self.server.spawn(self._finish(result, fut, keep_alive))
+        self._flush()
+
+    # -- internals --------------------------------------------------------------------
+
+    async def _finish(
+        self, result: Awaitable[Response], fut: asyncio.Future[bytes], keep_alive: bool
+    ) -> None:
+        try:
+            resp = await result
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("bug: async HTTP handler failed for %r", self.url[:200])
+            resp = Response(500, b"internal error\n")
+        if not fut.done():
+            fut.set_result(render(resp, keep_alive))
+        self._flush()
+        if self.transport is not None and not self.closed and keep_alive:
+            self.transport.resume_reading()
+
+    def _flush(self) -> None:
+        while self.pending and self.pending[0].done():
+            fut = self.pending.pop(0)
+            if fut.cancelled():
+                continue
+            data = fut.result()
+            keep_alive = b"\r\nConnection: close\r\n" not in data[: data.find(b"\r\n\r\n") + 2]
+            self._write(data, keep_alive)
+
+    def _write(self, data: bytes, keep_alive: bool) -> None:
+        if self.transport is None or self.closed:
+            return
+        self.transport.write(data)
+        if not keep_alive:
+            self._close()
+
+    def _error(self, status: int, message: bytes) -> None:
+        if self.server.on_error is not None:
+            self.server.on_error(message.decode())
+        self._write(render(Response(status, message + b"\n"), keep_alive=False), False)
+        self._close()
+
+    def _close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def _arm(self, seconds: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = asyncio.get_running_loop().call_later(seconds, self._on_timeout)
+
+    def _on_timeout(self) -> None:
+        if self.pending:  # a handler is still working; its own deadline applies
+            self._arm(self.server.limits.keepalive_timeout_s)
+            return
+        self._close()
+
+
+class _TooLargeError(Exception):
+    def __init__(self, status: int, message: bytes) -> None:
+        self.status = status
+        self.message = message

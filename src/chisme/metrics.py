@@ -1,0 +1,84 @@
+"""Every metric chisme exports, in one place (Prometheus text via prometheus-client).
+
+Each node owns its own registry, so many nodes can live in one process (tests, simulator).
+Gauges about the store are read at scrape time through callbacks: counting costs nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+disable_created_metrics()  # the *_created series only add noise to every counter
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Metrics:
+    """The node's metrics. Methods are cheap enough for the hot paths."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.records = Gauge("chisme_records", "Provider records held", registry=r)
+        self.keys = Gauge("chisme_keys", "Info hashes held", registry=r)
+        self.tombstones = Gauge("chisme_tombstones", "Tombstones held", registry=r)
+        self.messages_in = Counter(
+            "chisme_messages_in", "Node messages received", ["protocol", "type"], registry=r
+        )
+        self.messages_out = Counter(
+            "chisme_messages_out", "Node messages sent", ["protocol", "type"], registry=r
+        )
+        self.rejected = Counter(
+            "chisme_rejected_messages", "Messages rejected", ["surface", "reason"], registry=r
+        )
+        self.send_failures = Counter(
+            "chisme_peer_send_failures", "Sends to peers that failed", ["reason"], registry=r
+        )
+        self.gossip_bytes = Counter(
+            "chisme_gossip_bytes", "Node-to-node bytes", ["direction"], registry=r
+        )
+        self.merged = Counter(
+            "chisme_merged_records", "Records merged", ["outcome"], registry=r
+        )
+        self.expired = Counter("chisme_expired_records", "Records freed by expiry", registry=r)
+        self.lookup_seconds = Histogram(
+            "chisme_lookup_seconds",
+            "Overlay lookup latency",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=r,
+        )
+        self.members = Gauge("chisme_members", "Cluster members", ["state"], registry=r)
+        # BitTorrent tracker front ends
+        self.announces = Counter(
+            "chisme_tracker_announces", "Tracker announces", ["protocol", "outcome"], registry=r
+        )
+        self.scrapes = Counter(
+            "chisme_tracker_scrapes", "Tracker scrapes", ["protocol", "outcome"], registry=r
+        )
+        self.tracker_torrents = Gauge("chisme_tracker_torrents", "Torrents tracked", registry=r)
+        self.tracker_seeders = Gauge("chisme_tracker_seeders", "Seeders held", registry=r)
+        self.tracker_leechers = Gauge("chisme_tracker_leechers", "Leechers held", registry=r)
+
+    def watch_store(
+        self,
+        records: Callable[[], float],
+        keys: Callable[[], float],
+        tombstones: Callable[[], float],
+    ) -> None:
+        self.records.set_function(records)
+        self.keys.set_function(keys)
+        self.tombstones.set_function(tombstones)
+
+    def reject(self, surface: str, reason: str) -> None:
+        # the reason is a short stable sentence; keep label cardinality bounded
+        self.rejected.labels(surface, reason.split(":", 1)[0][:60]).inc()
+
+    def render(self) -> bytes:
+        return bytes(generate_latest(self.registry))

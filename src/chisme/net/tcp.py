@@ -1,0 +1,229 @@
+"""Node-to-node I/O over TCP: the v1 server (one JSON message per connection) and client.
+
+The protocol logic lives in :mod:`chisme.wire.v1` (sans-I/O); this module only moves bytes,
+enforces deadlines and the connection cap, and turns socket errors into PeerError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Protocol, cast
+
+from chisme.errors import ChismeError, PeerTimeout, PeerUnreachable, WireError
+from chisme.wire.framing import JsonValueScanner
+from chisme.wire.v1 import Message, V1Reader, encode_error
+
+log = logging.getLogger("chisme.net")
+
+Upgrade = Callable[[asyncio.Transport, bytes], asyncio.Protocol]
+"""Takes over a connection whose first bytes are not v1 (the v2 protocol hooks in here)."""
+
+
+class V1Service(Protocol):
+    """What the node port needs from the node: apply one message, maybe answer it."""
+
+    def handle_v1(self, msg: Message, peer: str) -> bytes | None: ...
+
+    def reject(self, surface: str, reason: str) -> None: ...
+
+
+def split_host_port(addr: str) -> tuple[str, int]:
+    """``"host:port"`` or ``"[v6]:port"`` -> (host, port) for a socket call."""
+    host, _, port = addr.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+def format_peer(peername: object) -> str:
+    """The ``host:port`` text of a socket peer name."""
+    if isinstance(peername, tuple) and len(peername) >= 2:
+        host, port = peername[0], peername[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return "?"
+
+
+class NodePortServer:
+    """Serves v1 on a TCP port; hands connections that start with a v2 magic to ``upgrade``."""
+
+    def __init__(
+        self,
+        service: V1Service,
+        *,
+        max_bytes: int,
+        read_timeout_s: float,
+        max_connections: int,
+        v2_magic: bytes = b"",
+        upgrade: Upgrade | None = None,
+    ) -> None:
+        self.service = service
+        self.max_bytes = max_bytes
+        self.read_timeout_s = read_timeout_s
+        self.max_connections = max_connections
+        self.v2_magic = v2_magic
+        self.upgrade = upgrade
+        self.active = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _V1Connection(self), host, port, reuse_address=True, backlog=1024
+        )
+        sockname = self._server.sockets[0].getsockname()
+        return sockname[0], sockname[1]
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+
+class _V1Connection(asyncio.Protocol):
+    """One inbound connection: read one JSON value (WIRE.md: no newline, no EOF needed)."""
+
+    def __init__(self, server: NodePortServer) -> None:
+        self.server = server
+        self.reader = V1Reader(server.max_bytes)
+        self.transport: asyncio.Transport | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.peer = "?"
+        self.done = False
+        self.counted = False
+        self.first = True
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.peer = format_peer(transport.get_extra_info("peername"))
+        if self.server.active >= self.server.max_connections:
+            self._fail("too many connections")
+            return
+        self.server.active += 1
+        self.counted = True
+        loop = asyncio.get_running_loop()
+        self.timer = loop.call_later(self.server.read_timeout_s, self._on_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        if self.done or self.transport is None:
+            return
+        if self.first:
+            self.first = False
+            magic = self.server.v2_magic
+            if magic and self.server.upgrade is not None and data[:1] == magic[:1]:
+                self._hand_over(data)
+                return
+        try:
+            msg = self.reader.feed(data)
+        except WireError as e:
+            self._fail(e.reason)
+            return
+        if msg is not None:
+            self._answer(msg)
+
+    def eof_received(self) -> bool | None:
+        if not self.done:
+            try:
+                msg = self.reader.feed_eof()
+            except WireError as e:
+                self._fail(e.reason)
+                return None
+            if msg is not None:
+                self._answer(msg)
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.done = True
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.counted:
+            self.server.active -= 1
+            self.counted = False
+
+    def _hand_over(self, data: bytes) -> None:
+        assert self.transport is not None and self.server.upgrade is not None
+        self.done = True
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.counted:  # the v2 side keeps its own connection accounting
+            self.server.active -= 1
+            self.counted = False
+        proto = self.server.upgrade(self.transport, data)
+        self.transport.set_protocol(proto)
+
+    def _answer(self, msg: Message) -> None:
+        assert self.transport is not None
+        self.done = True
+        try:
+            reply = self.server.service.handle_v1(msg, self.peer)
+        except ChismeError as e:
+            reason = getattr(e, "reason", str(e))
+            self.server.service.reject("node", reason)
+            reply = encode_error(reason)
+        except Exception:
+            log.exception("bug: handling a v1 message from %s", self.peer)
+            reply = encode_error("internal error")
+        if reply:
+            self.transport.write(reply)
+        self.transport.close()
+
+    def _fail(self, reason: str) -> None:
+        assert self.transport is not None
+        self.done = True
+        self.server.service.reject("node", reason)
+        log.debug("rejecting a message from %s: %s", self.peer, reason)
+        if not self.transport.is_closing():
+            self.transport.write(encode_error(reason))
+            self.transport.close()
+
+    def _on_timeout(self) -> None:
+        if not self.done:
+            self._fail(f"read timeout: no complete message within {self.server.read_timeout_s:g} s")
+
+
+async def send_message(addr: str, data: bytes, timeout_s: float) -> None:
+    """Fire-and-forget one message (v1 announce/gossip): dial, write, close."""
+    host, port = split_host_port(addr)
+    try:
+        async with asyncio.timeout(timeout_s):
+            _, writer = await asyncio.open_connection(host, port)
+            try:
+                writer.write(data)
+                await writer.drain()
+            finally:
+                writer.close()
+                await writer.wait_closed()
+    except TimeoutError:
+        raise PeerTimeout(f"{addr}: no answer within {timeout_s:g} s") from None
+    except OSError as e:
+        raise PeerUnreachable(f"{addr}: {e.strerror or e}") from None
+
+
+async def request(addr: str, data: bytes, timeout_s: float, max_bytes: int) -> bytes:
+    """Send one message and read one JSON value back (v1 lookup), all under one deadline."""
+    host, port = split_host_port(addr)
+    scanner = JsonValueScanner(max_bytes)
+    try:
+        async with asyncio.timeout(timeout_s):
+            reader, writer = await asyncio.open_connection(host, port)
+            try:
+                writer.write(data)
+                await writer.drain()
+                while True:
+                    chunk = await reader.read(65536)
+                    if not chunk:
+                        raise PeerUnreachable(f"{addr}: closed the connection before answering")
+                    value = scanner.feed(chunk)
+                    if value is not None:
+                        return value
+            finally:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+    except TimeoutError:
+        raise PeerTimeout(f"{addr}: no answer within {timeout_s:g} s") from None
+    except OSError as e:
+        raise PeerUnreachable(f"{addr}: {e.strerror or e}") from None

@@ -1,0 +1,445 @@
+"""The composition root: a chisme node owns its store, peers, listeners, timers and tasks.
+
+    async with Node(Config.profile("local", peers=("127.0.0.1:7071",))) as node:
+        await node.announce("3f2a...", "10.0.0.5:6881")
+        providers = await node.lookup("3f2a...")
+
+Everything periodic is a thin ticker around a *round* method (``gossip_round``,
+``sweep_round``) that tests and the simulator call directly. Every task has a parent
+(the node's TaskGroup); every wait on a peer has a deadline from the config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from types import TracebackType
+from typing import Any, NamedTuple
+
+from chisme.config import Config
+from chisme.core.keys import AddrKey, parse_addr, parse_info_hash
+from chisme.core.lookup import merge_answers, pick_fanout
+from chisme.core.records import MAX_PEER_ID_BYTES, Provider, Record, to_provider
+from chisme.core.store import Counts, Store
+from chisme.errors import ChismeError, InvalidInput, PeerError
+from chisme.frontends.api import ApiServer
+from chisme.frontends.http_server import HttpServer
+from chisme.metrics import Metrics
+from chisme.net import tcp
+from chisme.wire import v1
+
+log = logging.getLogger("chisme.node")
+
+Clock = Callable[[], int]
+
+
+class TrackerAnswer(NamedTuple):
+    """What a BitTorrent announce gets back: counts and a peer sample (store keys)."""
+
+    seeders: int
+    leechers: int
+    peers: list[AddrKey]
+
+
+class Node:
+    """A chisme node. Use it as an async context manager; see the module docstring."""
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        clock: Clock = time.time_ns,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config or Config()
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.node_id = self.config.node_id or secrets.token_hex(8)
+        self.store = Store(
+            self.config.ttl_ns,
+            max_per_key=self.config.max_per_key,
+            max_records=self.config.max_records,
+            max_clock_skew_ns=self.config.max_clock_skew_ns,
+            tombstone_ttl_ns=self.config.tombstone_ttl_ns,
+        )
+        self.metrics = Metrics()
+        self.metrics.watch_store(
+            lambda: self.store.num_records,
+            lambda: self.store.num_keys,
+            lambda: self.store.num_tombstones,
+        )
+        self.peers: list[str] = list(self.config.peers)
+        self.addresses: dict[str, tuple[str, int]] = {}  # listener name -> bound (host, port)
+        self._tg: asyncio.TaskGroup | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._tickers: list[asyncio.Task[None]] = []
+        self._send_slots = asyncio.Semaphore(self.config.max_concurrent_sends)
+        self._recent_overlay_lookups: dict[str, int] = {}
+        self._closers: list[Callable[[], Awaitable[None]]] = []
+        self.started = asyncio.Event()
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def __aenter__(self) -> Node:
+        self._stack = contextlib.AsyncExitStack()
+        await self._stack.__aenter__()
+        self._tg = asyncio.TaskGroup()
+        await self._stack.enter_async_context(self._tg)
+        try:
+            await self._start_listeners()
+        except BaseException:
+            await self._shutdown()
+            raise
+        sweep_every = self.config.sweep_interval_s
+        for round_fn, delay in (
+            (self.gossip_round, self._gossip_delay),
+            (self.sweep_round, lambda: sweep_every),
+        ):
+            self._tickers.append(self._tg.create_task(self._tick(round_fn, delay)))
+        self.started.set()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._shutdown(exc_type, exc, tb)
+
+    async def _shutdown(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc: BaseException | None = None,
+        tb: TracebackType | None = None,
+    ) -> None:
+        for task in self._tickers:
+            task.cancel()
+        self._tickers.clear()
+        for close in reversed(self._closers):
+            with contextlib.suppress(Exception):
+                await close()
+        self._closers.clear()
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            await stack.__aexit__(exc_type, exc, tb)
+        self._tg = None
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run a coroutine as a child of this node (never fire-and-forget)."""
+        if self._tg is None:
+            coro.close()
+            raise RuntimeError("node is not running")
+        return self._tg.create_task(coro)
+
+    async def _start_listeners(self) -> None:
+        cfg = self.config
+        server = tcp.NodePortServer(
+            self,
+            max_bytes=cfg.max_message_bytes,
+            read_timeout_s=cfg.read_timeout_s,
+            max_connections=cfg.max_connections,
+            **self._v2_hooks(),
+        )
+        host, port = tcp.split_host_port(cfg.listen)
+        self.addresses["node"] = await server.start(host, port)
+        self._closers.append(server.close)
+        log.info("node %s listening on %s (v1 JSON)", self.node_id, self.node_address)
+        if cfg.api:
+            api = HttpServer(ApiServer(self).handle, self.spawn, on_error=self._http_error("api"))
+            host, port = tcp.split_host_port(cfg.api)
+            self.addresses["api"] = await api.start(host, port)
+            self._closers.append(api.close)
+            log.info("JSON API on http://%s/", _hostport(self.addresses["api"]))
+        await self._start_trackers()
+
+    async def _start_trackers(self) -> None:
+        """BitTorrent tracker front ends (see chisme.frontends.http_tracker/udp_tracker)."""
+
+    def _v2_hooks(self) -> dict[str, Any]:
+        """The v2 protocol's upgrade hook on the node port (none yet: v1 only)."""
+        return {}
+
+    def _http_error(self, surface: str) -> Callable[[str], None]:
+        return lambda reason: self.reject(surface, reason)
+
+    @property
+    def node_address(self) -> str:
+        """The address peers use to reach this node's port (after binding port 0)."""
+        if self.config.advertise:
+            return self.config.advertise
+        host, port = self.addresses.get("node", tcp.split_host_port(self.config.listen))
+        return _hostport((host, port))
+
+    async def _tick(
+        self, round_fn: Callable[[], Awaitable[object]], delay: Callable[[], float]
+    ) -> None:
+        while True:
+            await asyncio.sleep(delay())
+            try:
+                await round_fn()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("bug: %s failed", getattr(round_fn, "__name__", "round"))
+
+    def _gossip_delay(self) -> float:
+        j = self.config.gossip_jitter
+        return self.config.gossip_interval_s * (1 + self.rng.uniform(-j, j))
+
+    # -- the service: what applications, the API and the CLI call -----------------------
+
+    async def announce(
+        self, info_hash: str, addr: str, peer_id: str = "", *, seeder: bool = False
+    ) -> Record:
+        """Store a provider here (stamped now) and push it to the peers (fire-and-forget)."""
+        key, pid = self._parse_provider(info_hash, addr, peer_id)
+        rec = self.store.announce(info_hash, key, self.clock(), peer_id=pid, seeder=seeder)
+        self.push_announce(info_hash, rec)
+        return rec
+
+    async def remove(self, info_hash: str, addr: str) -> Record:
+        """A provider left: tombstone it here; gossip carries the tombstone to the peers."""
+        parse_info_hash(info_hash)
+        rec = self.store.remove(info_hash, parse_addr(addr), self.clock())
+        return rec
+
+    def local_lookup(self, info_hash: str, limit: int = 0) -> list[Provider]:
+        """Live providers in this node's store only."""
+        parse_info_hash(info_hash)
+        return self.store.lookup(info_hash, self.clock(), limit)
+
+    async def lookup(self, info_hash: str, limit: int = 0) -> list[Provider]:
+        """Local providers plus up to ``lookup_fanout`` peers' answers, freshest first."""
+        parse_info_hash(info_hash)
+        started = time.perf_counter()
+        now = self.clock()
+        local = self.store.live_records(info_hash, now)
+        remote = await self._ask_peers(info_hash, self.config.lookup_timeout_s)
+        cfg = self.config
+        merged = merge_answers([local, *remote], now, cfg.ttl_ns, cfg.max_clock_skew_ns, limit)
+        self.metrics.lookup_seconds.observe(time.perf_counter() - started)
+        return [to_provider(r) for r in merged]
+
+    def to_json(self, info_hash: str, limit: int = 0) -> bytes:
+        """The seed's ``Store.ToJSON``: this node's live providers as a v1 JSON array."""
+        return v1.encode_providers(self.local_lookup(info_hash, limit))
+
+    def _parse_provider(self, info_hash: str, addr: str, peer_id: str) -> tuple[AddrKey, bytes]:
+        parse_info_hash(info_hash)
+        key = parse_addr(addr)
+        pid = peer_id.encode("utf-8")
+        if len(pid) > MAX_PEER_ID_BYTES:
+            raise InvalidInput(f"peer_id must be at most {MAX_PEER_ID_BYTES} bytes")
+        return key, pid
+
+    async def _ask_peers(self, info_hash: str, timeout_s: float) -> list[list[Record]]:
+        """Ask up to ``lookup_fanout`` peers concurrently; keep the answers that arrive."""
+        targets = pick_fanout(self.peers, self.config.lookup_fanout, self.rng, self.node_address)
+        if not targets:
+            return []
+        msg = v1.encode_message(v1.Lookup(info_hash, 0))
+        tasks = [
+            asyncio.ensure_future(self._lookup_one(peer, msg, timeout_s)) for peer in targets
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, timeout=timeout_s)
+        finally:
+            for t in tasks:
+                t.cancel()
+        answers: list[list[Record]] = []
+        for t in done:
+            if not t.cancelled() and t.exception() is None:
+                answers.append(t.result())
+        return answers
+
+    async def _lookup_one(self, peer: str, msg: bytes, timeout_s: float) -> list[Record]:
+        self.metrics.messages_out.labels("v1", "lookup").inc()
+        try:
+            raw = await tcp.request(peer, msg, timeout_s, self.config.max_message_bytes)
+            return v1.decode_providers(raw, self.config.max_message_bytes)
+        except ChismeError as e:
+            self.metrics.send_failures.labels(type(e).__name__).inc()
+            log.debug("lookup at %s failed: %s", peer, e)
+            raise
+
+    # -- node port (v1) -----------------------------------------------------------------
+
+    def handle_v1(self, msg: v1.Message, peer: str) -> bytes | None:
+        """Apply one decoded v1 message; return the reply bytes, if the message has one."""
+        now = self.clock()
+        if isinstance(msg, v1.Lookup):
+            self.metrics.messages_in.labels("v1", "lookup").inc()
+            return v1.encode_providers(self.store.lookup(msg.info_hash, now, msg.limit))
+        kind = "announce" if isinstance(msg, v1.Announce) else "gossip"
+        self.metrics.messages_in.labels("v1", kind).inc()
+        result = self.store.merge(msg.info_hash, msg.records, now)
+        self._count_merge(result.inserted, result.replaced, result.ignored)
+        return None
+
+    def reject(self, surface: str, reason: str) -> None:
+        self.metrics.reject(surface, reason)
+
+    def _count_merge(self, inserted: int, replaced: int, ignored: int) -> None:
+        m = self.metrics.merged
+        if inserted:
+            m.labels("inserted").inc(inserted)
+        if replaced:
+            m.labels("replaced").inc(replaced)
+        if ignored:
+            m.labels("ignored").inc(ignored)
+
+    # -- gossip (v1: the seed's full push) -----------------------------------------------
+
+    def push_announce(self, info_hash: str, rec: Record) -> None:
+        """Send an ``announce`` carrying ``rec`` to every peer, in the background."""
+        if not self.peers or self._tg is None:
+            return
+        data = v1.encode_message(v1.Announce(info_hash, [rec]))
+        for peer in self.peers:
+            self.spawn(self._send(peer, data, "announce"))
+
+    async def gossip_round(self) -> int:
+        """One v1 gossip round: every live key's providers to every peer. Returns messages sent."""
+        if not self.peers:
+            return 0
+        now = self.clock()
+        payloads: list[bytes] = []
+        for info_hash in self.store.keys():
+            records = self.store.live_records(info_hash, now)
+            if records:
+                payloads.append(v1.encode_message(v1.Gossip(info_hash, records)))
+        sends = [self._send(peer, data, "gossip") for peer in self.peers for data in payloads]
+        await asyncio.gather(*sends)
+        return len(sends)
+
+    async def _send(self, peer: str, data: bytes, kind: str) -> None:
+        async with self._send_slots:
+            try:
+                await tcp.send_message(peer, data, self.config.peer_timeout_s)
+            except PeerError as e:
+                self.metrics.send_failures.labels(type(e).__name__).inc()
+                log.debug("send to %s failed: %s", peer, e)
+                return
+        self.metrics.messages_out.labels("v1", kind).inc()
+        self.metrics.gossip_bytes.labels("out").inc(len(data))
+
+    async def sweep_round(self) -> int:
+        """Free expired records (bounded work per call, so the loop never stalls)."""
+        freed = self.store.sweep(self.clock(), max_keys=2_000)
+        if freed:
+            self.metrics.expired.inc(freed)
+        return freed
+
+    # -- BitTorrent tracker service (front ends call these) -------------------------------
+
+    def tracker_announce(
+        self,
+        info_hash: str,
+        addr: AddrKey,
+        peer_id: bytes,
+        *,
+        seeder: bool,
+        stopped: bool,
+        completed: bool,
+        numwant: int,
+    ) -> TrackerAnswer | Awaitable[TrackerAnswer]:
+        """Apply one BitTorrent announce; answer with a peer sample.
+
+        Synchronous when the local store can answer; when it holds fewer than ``numwant``
+        peers and the key was not completed from the overlay lately, returns an awaitable
+        that also asks a few peers (short deadline), so a client's first announce already
+        sees peers that announced at other nodes moments ago.
+        """
+        now = self.clock()
+        if stopped:
+            self.store.remove(info_hash, addr, now)
+            c = self.store.counts(info_hash)
+            return TrackerAnswer(c.seeders, c.leechers, [])
+        self.store.announce(info_hash, addr, now, peer_id=peer_id, seeder=seeder)
+        if completed:
+            self.store.count_completed(info_hash, self.node_id)
+        peers = self.store.sample_peers(
+            info_hash, now, numwant, self.rng, exclude=addr, leechers_first=seeder
+        )
+        c = self.store.counts(info_hash)
+        if len(peers) >= numwant or not self.peers or not self._should_complete(info_hash, now):
+            return TrackerAnswer(c.seeders, c.leechers, peers)
+        return self._complete_from_overlay(info_hash, addr, seeder, numwant, peers)
+
+    def _should_complete(self, info_hash: str, now: int) -> bool:
+        recent = self._recent_overlay_lookups
+        last = recent.get(info_hash)
+        if last is not None and now - last < int(self.config.gossip_interval_s * 1e9):
+            return False
+        if len(recent) > 100_000:
+            recent.clear()
+        recent[info_hash] = now
+        return True
+
+    async def _complete_from_overlay(
+        self, info_hash: str, addr: AddrKey, seeder: bool, numwant: int, peers: list[AddrKey]
+    ) -> TrackerAnswer:
+        answers = await self._ask_peers(info_hash, self.config.tracker_lookup_timeout_s)
+        now = self.clock()
+        for records in answers:  # what a peer knows is gossip we would get soon anyway
+            self.store.merge(info_hash, records, now)
+        peers = self.store.sample_peers(
+            info_hash, now, numwant, self.rng, exclude=addr, leechers_first=seeder
+        )
+        c = self.store.counts(info_hash)
+        return TrackerAnswer(c.seeders, c.leechers, peers)
+
+    def tracker_scrape(self, info_hashes: Sequence[str]) -> list[Counts]:
+        return [self.store.counts(ih) for ih in info_hashes]
+
+    # -- status -----------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "node_id": self.node_id,
+            "cluster": self.config.cluster_name,
+            "address": self.node_address,
+            "protocol": self.config.protocol,
+            "peers": list(self.peers),
+            "records": self.store.num_records,
+            "keys": self.store.num_keys,
+            "tombstones": self.store.num_tombstones,
+            "listeners": {k: _hostport(v) for k, v in self.addresses.items()},
+        }
+
+    def tracker_stats(self, top: int = 20) -> dict[str, Any]:
+        """A human view of the tracker: totals and the busiest torrents."""
+        seeders = leechers = 0
+        rows: list[tuple[int, str, Counts]] = []
+        for info_hash in self.store.keys():
+            c = self.store.counts(info_hash)
+            seeders += c.seeders
+            leechers += c.leechers
+            rows.append((c.seeders + c.leechers, info_hash, c))
+        rows.sort(reverse=True)
+        return {
+            "torrents": self.store.num_keys,
+            "peers": seeders + leechers,
+            "seeders": seeders,
+            "leechers": leechers,
+            "top": [
+                {"info_hash": ih, "seeders": c.seeders, "leechers": c.leechers,
+                 "downloaded": c.downloaded}
+                for _, ih, c in rows[:top]
+            ],
+        }
+
+    def metrics_text(self) -> bytes:
+        return self.metrics.render()
+
+
+def _hostport(addr: tuple[str, int]) -> str:
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
