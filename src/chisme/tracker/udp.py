@@ -56,11 +56,11 @@ _ERROR_HEAD: Final = struct.Struct(">II")
 _EVENTS: Final = (Event.NONE, Event.COMPLETED, Event.STARTED, Event.STOPPED)
 
 
-class UdpDrop(TrackerRequestError):  # noqa: N818 (name fixed by the front ends' API)
+class UdpDrop(TrackerRequestError):
     """The datagram cannot be answered (no transaction id): drop it silently."""
 
 
-class UdpBadRequest(TrackerRequestError):  # noqa: N818 (name fixed by the front ends' API)
+class UdpBadRequest(TrackerRequestError):
     """The datagram is malformed; ``transaction_id`` lets the shell answer with an error."""
 
     def __init__(self, transaction_id: int, reason: str) -> None:
