@@ -344,43 +344,50 @@ class Store:
         return MergeResult(inserted, replaced, ignored, changed)
 
     def _apply(self, info_hash: str, rec: Record, now_ns: int) -> int:
-        """Merge one normalised record. Returns 0 ignored, 1 inserted, 2 replaced."""
+        """Merge one normalised record. Returns 0 ignored, 1 inserted, 2 replaced.
+
+        A record that is held but expired (not yet swept) counts as absent, and a record
+        expired on arrival is ignored whatever is held: so what the store holds never depends
+        on when the sweeper last ran (expiry commutes with merge), and neither does merge
+        order (with a tombstone ttl longer than the record ttl, an expired live record must
+        not beat an older but unexpired tombstone in one order and lose to it in the other).
+        """
         tomb = rec.flags & FLAG_TOMBSTONE
-        cutoff = now_ns - (self.tombstone_ttl_ns if tomb else self.ttl_ns)
+        if not self._holds(rec.last_seen_ns, rec.origin, tomb, now_ns):
+            return 0  # dead on arrival
+        addr = rec.addr
         swarm = self._swarms.get(info_hash)
-        old: Record | None = None
+        held: Record | None = None  # what is in memory, expired or not
+        old: Record | None = None  # what counts: held and unexpired
         if swarm is not None:
-            old = swarm.current(rec.addr)
-        if old is None:
-            if rec.last_seen_ns < cutoff and not self._alive(
-                rec.last_seen_ns, rec.origin, cutoff, now_ns
+            held = swarm.current(addr)
+            if held is not None and self._holds(
+                held.last_seen_ns, held.origin, held.flags & FLAG_TOMBSTONE, now_ns
             ):
-                return 0  # dead on arrival
-        elif order_key(rec) <= order_key(old):
-            return 0
+                if order_key(rec) <= order_key(held):
+                    return 0
+                old = held
         if swarm is None:
             swarm = self._swarms[info_hash] = Swarm()
             self._sweep_keys.append(info_hash)
-        addr = rec.addr
-        if old is not None and not old.tombstone:  # live -> newer live, or live -> tombstone
-            i = swarm.index[addr]
+        outcome = 1 if old is None else 2
+        i = swarm.index.get(addr)
+        if i is not None:  # a slot (live or expired) -> newer live, or -> tombstone
             if not tomb:
                 swarm.update(i, rec.last_seen_ns, rec.peer_id, rec.seeder, rec.origin)
-                return 2
+                return outcome
             swarm.delete(i)
             self._live -= 1
             self._put_tomb(swarm, rec)
-            return 2
-        if old is not None:  # tombstone -> newer tombstone or a fresh announce
-            assert swarm.tombs is not None
-            if tomb:
-                swarm.tombs[addr] = (rec.last_seen_ns, rec.origin)
-                return 2
-            del swarm.tombs[addr]
-            self._tombs -= 1
+            return outcome
         if tomb:
-            self._put_tomb(swarm, rec)
-            return 2 if old is not None else 1
+            if held is not None:  # an older tombstone
+                assert swarm.tombs is not None
+                swarm.tombs[addr] = (rec.last_seen_ns, rec.origin)
+            else:
+                self._put_tomb(swarm, rec)
+            return outcome
+        # a new live slot: make room first, so that an ignored record changes nothing
         if len(swarm) >= self.max_per_key:
             j = swarm.stalest()
             if swarm.seen[j] >= rec.last_seen_ns:
@@ -389,9 +396,20 @@ class Store:
             self._live -= 1
         elif self._live >= self.max_records:
             self._make_room(now_ns, keep=info_hash)
+        # the tombstone it supersedes (unless making room just swept it)
+        if held is not None and swarm.tombs and swarm.tombs.pop(addr, None) is not None:
+            self._tombs -= 1
+            if not swarm.tombs:
+                swarm.tombs = None
         swarm.insert(addr, rec.last_seen_ns, rec.peer_id, rec.seeder, rec.origin)
         self._live += 1
-        return 2 if old is not None else 1
+        return outcome
+
+    def _holds(self, seen: int, origin: int, tomb: int, now_ns: int) -> bool:
+        """Whether a record stamped ``seen`` is unexpired at ``now_ns`` (as sweep decides)."""
+        if tomb:
+            return seen >= now_ns - self.tombstone_ttl_ns
+        return self._alive(seen, origin, now_ns - self.ttl_ns, now_ns)
 
     def _put_tomb(self, swarm: Swarm, rec: Record) -> None:
         if swarm.tombs is None:
