@@ -423,28 +423,37 @@ class Store:
         self._tombs += 1
 
     def _make_room(self, now_ns: int, keep: str) -> None:
-        """The store is full: free one record, expired first, else the stalest of a sample."""
+        """The store is full: free one record, expired first, else the stalest of a sample.
+
+        The sample is the next ``_SWEEP_SAMPLE`` non-empty keys round-robin; keys with no
+        live slots (tombstones only, or emptied by eviction) are skipped, so one record is
+        always freed while ``num_records >= max_records``.
+        """
+        swarm_kept = self._swarms[keep]
         self.sweep(now_ns, max_keys=64)
+        if self._swarms.get(keep) is not swarm_kept:  # the sweep freed it (it was empty)
+            self._swarms[keep] = swarm_kept
+            self._sweep_keys.append(keep)
         if self._live < self.max_records:
             return
         keys = self._sweep_keys
-        best: tuple[int, Swarm] | None = None
-        for _ in range(min(_SWEEP_SAMPLE, len(keys))):
+        best: Swarm | None = None
+        best_i = 0
+        sampled = 0
+        for _ in range(len(keys)):
             self._evict_pos = (self._evict_pos + 1) % len(keys)
-            key = keys[self._evict_pos]
-            swarm = self._swarms.get(key)
-            if swarm is None or len(swarm) == 0 or (len(swarm) == 1 and key == keep):
+            swarm = self._swarms.get(keys[self._evict_pos])
+            if swarm is None or len(swarm) == 0:
                 continue
             j = swarm.stalest()
-            if best is None or swarm.seen[j] < best[1].seen[best[0]]:
-                best = (j, swarm)
-        if best is None:  # every sampled key was empty: evict from the key being written
-            swarm = self._swarms[keep]
-            if len(swarm) == 0:
-                return
-            best = (swarm.stalest(), swarm)
-        best[1].delete(best[0])
-        self._live -= 1
+            if best is None or swarm.seen[j] < best.seen[best_i]:
+                best, best_i = swarm, j
+            sampled += 1
+            if sampled >= _SWEEP_SAMPLE:
+                break
+        if best is not None:
+            best.delete(best_i)
+            self._live -= 1
 
     # -- downloads (BitTorrent 'completed'), a per-node counter merged by max -----------
 
