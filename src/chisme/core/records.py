@@ -20,6 +20,9 @@ FLAG_TOMBSTONE = 2
 MAX_PEER_ID_BYTES = 128
 """Longest accepted peer id (BitTorrent's are 20 bytes; v1 peers send short free text)."""
 
+MAX_ORIGIN = 2**32 - 1
+"""Largest origin (node) id: the store keeps origins as unsigned 32-bit integers."""
+
 
 class Record(NamedTuple):
     """One provider record as the store merges it.

@@ -36,6 +36,7 @@ from chisme.core.keys import AddrKey, parse_addr, parse_info_hash
 from chisme.core.records import (
     FLAG_SEEDER,
     FLAG_TOMBSTONE,
+    MAX_ORIGIN,
     MAX_PEER_ID_BYTES,
     Provider,
     Record,
@@ -279,8 +280,7 @@ class Store:
         if swarm is None:
             parse_info_hash(info_hash)
             _check_addr(addr)
-        if len(peer_id) > MAX_PEER_ID_BYTES:
-            raise InvalidInput(f"peer_id must be at most {MAX_PEER_ID_BYTES} bytes")
+        _check_record(peer_id, origin)
         seen = now_ns
         if swarm is not None:
             i = swarm.index.get(addr)
@@ -302,6 +302,7 @@ class Store:
         """A provider left: write a tombstone stamped ``max(now, previous + 1)``."""
         parse_info_hash(info_hash)
         _check_addr(addr)
+        _check_record(b"", origin)
         seen = now_ns
         swarm = self._swarms.get(info_hash)
         if swarm is not None:
@@ -317,12 +318,16 @@ class Store:
 
         Per address the greatest record wins. Unknown stamps (0) become now, stamps in the
         future beyond the allowed skew are clamped to now, and records already expired on
-        arrival are ignored (they would be freed at once).
+        arrival are ignored (they would be freed at once). A batch with a peer id or origin
+        the store cannot hold raises :class:`InvalidInput` before anything is merged.
         """
+        batch = records if isinstance(records, list | tuple) else list(records)
+        for incoming in batch:
+            _check_record(incoming.peer_id, incoming.origin)
         inserted = replaced = ignored = 0
         changed: list[Record] = []
         limit = now_ns + self.max_clock_skew_ns
-        for incoming in records:
+        for incoming in batch:
             rec = incoming
             seen = rec.last_seen_ns
             if seen == 0 or seen > limit:
@@ -651,14 +656,31 @@ class Store:
                 yield ih, swarm.record(i)
 
 
+_V4_MAPPED = bytes(10) + b"\xff\xff"
+
+
 def _check_addr(addr: object) -> None:
-    """A store key must be a compact IP key (6 or 18 bytes, port != 0) or ``name:port``."""
+    """A store key must be a compact IP key (6 or 18 bytes, port != 0) or ``name:port``.
+
+    An 18-byte key of an IPv4-mapped address is refused: that peer's key is the 6-byte one
+    (keys.ip_port_key), and two keys for one peer would list it twice.
+    """
     if isinstance(addr, bytes):
-        if len(addr) in (6, 18) and addr[-2:] != b"\x00\x00":
+        n = len(addr)
+        if (n == 6 or (n == 18 and addr[:12] != _V4_MAPPED)) and addr[-2:] != b"\x00\x00":
             return
     elif isinstance(addr, str) and addr and parse_addr(addr) == addr:
         return
     raise InvalidInput("addr must be host:port with a port in 1-65535")
+
+
+def _check_record(peer_id: bytes, origin: int) -> None:
+    """What the slot arrays can hold: a bad origin would corrupt a swarm half-way through
+    an insert (array('I') raises OverflowError after the index was written)."""
+    if len(peer_id) > MAX_PEER_ID_BYTES:
+        raise InvalidInput(f"peer_id must be at most {MAX_PEER_ID_BYTES} bytes")
+    if not 0 <= origin <= MAX_ORIGIN:
+        raise InvalidInput("origin must be a node id in 0-4294967295")
 
 
 __all__: Sequence[str] = ("Counts", "MergeResult", "Store", "Swarm")
