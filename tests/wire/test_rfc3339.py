@@ -16,9 +16,11 @@ NS = 1_000_000_000
 REASON = "last_seen is not an RFC 3339 time"
 
 
-def utc_ns(*args: int, ns: int = 0) -> int:
+def utc_ns(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0, *, ns: int = 0
+) -> int:
     """Oracle: ns since the epoch of a UTC wall time, through datetime (years 1-9999)."""
-    delta = datetime(*args, tzinfo=UTC) - EPOCH
+    delta = datetime(year, month, day, hour, minute, second, tzinfo=UTC) - EPOCH
     return (delta.days * 86_400 + delta.seconds) * NS + ns
 
 
