@@ -205,7 +205,7 @@ async def send_message(addr: str, data: bytes, timeout_s: float) -> None:
 async def request(addr: str, data: bytes, timeout_s: float, max_bytes: int) -> bytes:
     """Send one message and read one JSON value back (v1 lookup), all under one deadline."""
     host, port = split_host_port(addr)
-    scanner = JsonValueScanner(max_bytes)
+    scanner = JsonValueScanner(max_bytes, allow_null=True)  # Go answers null for nil
     try:
         async with asyncio.timeout(timeout_s):
             reader, writer = await asyncio.open_connection(host, port)
