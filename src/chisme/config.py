@@ -66,15 +66,13 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
-        try:
-            for name in ("listen", "api", "tracker_http", "tracker_udp", "advertise"):
-                value = getattr(self, name)
-                if value:
-                    parse_addr(value)
-            for peer in self.peers:
-                parse_addr(peer)
-        except InvalidInput as e:
-            raise ConfigError(f"{e.reason} (in an address setting)") from None
+        for name in ("listen", "api", "tracker_http", "tracker_udp", "advertise"):
+            value = getattr(self, name)
+            if value:
+                # a listener may bind port 0 (the OS picks one); what peers dial may not
+                _check_addr(name, value, allow_port_0=name != "advertise")
+        for peer in self.peers:
+            _check_addr("peers", peer, allow_port_0=False)
         if not self.listen:
             raise ConfigError("listen (the node port) cannot be switched off")
         positive = (
@@ -146,6 +144,15 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
         except KeyError:
             raise ConfigError(f"unknown profile {name!r} (local, lan, wan)") from None
         return from_mapping({**base, **overrides})
+
+
+def _check_addr(name: str, value: object, *, allow_port_0: bool) -> None:
+    try:
+        if allow_port_0 and isinstance(value, str) and value.endswith(":0"):
+            value = value[:-1] + "1"  # validate the host; port 0 means "any free port"
+        parse_addr(value)
+    except InvalidInput as e:
+        raise ConfigError(f"{name}: {e.reason} (got {value!r})") from None
 
 
 PROFILES: dict[str, dict[str, Any]] = {
