@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -36,6 +37,7 @@ from chisme.wire import v1
 log = logging.getLogger("chisme.node")
 
 Clock = Callable[[], int]
+_INDEX_RE = re.compile(r"\[\d+\]")
 
 
 class TrackerAnswer(NamedTuple):
@@ -283,7 +285,9 @@ class Node:
         return None
 
     def reject(self, surface: str, reason: str) -> None:
-        self.metrics.reject(surface, reason)
+        # "providers[7].addr: ..." -> "providers[].addr: ...": a peer must not be able to
+        # mint a metric label per index (unbounded label cardinality)
+        self.metrics.reject(surface, _INDEX_RE.sub("[]", reason))
 
     def _count_merge(self, inserted: int, replaced: int, ignored: int) -> None:
         m = self.metrics.merged
