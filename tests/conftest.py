@@ -1,0 +1,210 @@
+"""Shared fixtures for tests that run real nodes on loopback: a node factory, a manual clock,
+a predicate waiter, raw v1 and HTTP exchanges.
+
+Nodes bind port 0 (the OS picks free ports); tests never sleep to synchronise: they wait on a
+predicate under a deadline (``wait_until``), or read a socket until EOF under a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol
+
+import pytest
+
+from chisme import Config, Node
+from chisme.net.tcp import split_host_port
+
+DEADLINE_S = 10.0
+"""How long a test waits for something that should happen at once (loopback, no load)."""
+
+
+class ManualClock:
+    """A clock tests move by hand: ``Node(clock=ManualClock(...))``. Integer nanoseconds."""
+
+    def __init__(self, now_ns: int | None = None) -> None:
+        self.now_ns = time.time_ns() if now_ns is None else now_ns
+
+    def __call__(self) -> int:
+        return self.now_ns
+
+    def advance(self, seconds: float) -> None:
+        self.now_ns += int(seconds * 1e9)
+
+
+def local_config(**overrides: Any) -> Config:
+    """The ``local`` profile on free loopback ports, BitTorrent front ends off."""
+    base: dict[str, Any] = {
+        "listen": "127.0.0.1:0",
+        "api": "127.0.0.1:0",
+        "tracker_http": "",
+        "tracker_udp": "",
+    }
+    return Config.profile("local", **{**base, **overrides})
+
+
+class NodeFactory(Protocol):
+    async def __call__(self, *, clock: Callable[[], int] | None = None, **overrides: Any) -> Node:
+        ...
+
+
+@pytest.fixture
+async def node() -> AsyncIterator[NodeFactory]:
+    """``await node(**config_overrides)`` starts a Node (stopped at the end of the test).
+
+    Gossip tickers are slowed to an hour unless the test sets ``gossip_interval_s``, so tests
+    drive rounds by calling ``gossip_round()`` / ``sweep_round()`` themselves.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def make(*, clock: Callable[[], int] | None = None, **overrides: Any) -> Node:
+            overrides.setdefault("gossip_interval_s", 3600.0)
+            overrides.setdefault("sweep_interval_s", 3600.0)
+            cfg = local_config(**overrides)
+            n = Node(cfg) if clock is None else Node(cfg, clock=clock)
+            return await stack.enter_async_context(n)
+
+        yield make
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """A manual clock starting at the real now (so Go-style timestamps look like today's)."""
+    return ManualClock()
+
+
+@pytest.fixture
+def config() -> Callable[..., Config]:
+    """``config(**overrides)``: the ``local`` profile on port 0, tracker front ends off."""
+    return local_config
+
+
+WaitUntil = Callable[..., Awaitable[None]]
+
+
+async def _wait_until(
+    predicate: Callable[[], bool | Awaitable[bool]],
+    timeout_s: float = DEADLINE_S,
+    what: str = "",
+) -> None:
+    """Poll ``predicate`` (sync or async) until it holds; fail after ``timeout_s``."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                value = predicate()
+                if not isinstance(value, bool):
+                    value = await value
+                if value:
+                    return
+                await asyncio.sleep(0.005)
+    except TimeoutError:
+        pytest.fail(f"timed out after {timeout_s:g} s waiting for {what or predicate!r}")
+
+
+@pytest.fixture
+def wait_until() -> WaitUntil:
+    return _wait_until
+
+
+async def _exchange(
+    addr: str | tuple[str, int],
+    data: bytes,
+    *,
+    half_close: bool = True,
+    timeout_s: float = DEADLINE_S,
+) -> bytes:
+    """Connect, write ``data`` (then EOF if ``half_close``), read everything until EOF."""
+    host, port = split_host_port(addr) if isinstance(addr, str) else addr
+    async with asyncio.timeout(timeout_s):
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            if data:
+                writer.write(data)
+                await writer.drain()
+            if half_close:
+                writer.write_eof()
+            return await reader.read()
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+
+Exchange = Callable[..., Awaitable[bytes]]
+
+
+@pytest.fixture
+def exchange() -> Exchange:
+    """``await exchange(addr, data, half_close=True)``: raw bytes in, raw reply until EOF."""
+    return _exchange
+
+
+class HttpReply:
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def __repr__(self) -> str:
+        return f"HttpReply({self.status}, {self.headers!r}, {self.body[:200]!r})"
+
+
+async def read_http_reply(reader: asyncio.StreamReader) -> HttpReply:
+    """Read one HTTP/1.1 response with a Content-Length body."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return HttpReply(status, headers, body)
+
+
+async def _http(
+    addr: tuple[str, int],
+    method: str,
+    target: str,
+    body: bytes | None = None,
+    *,
+    headers: dict[str, str] | None = None,
+    timeout_s: float = DEADLINE_S,
+) -> HttpReply:
+    """One HTTP/1.1 request on a fresh connection (``Connection: close``)."""
+    hdrs = {"Host": "test", "Connection": "close", **(headers or {})}
+    if body is not None:
+        hdrs.setdefault("Content-Type", "application/json")
+        hdrs["Content-Length"] = str(len(body))
+    raw = f"{method} {target} HTTP/1.1\r\n".encode() + b"".join(
+        f"{k}: {v}\r\n".encode() for k, v in hdrs.items()
+    ) + b"\r\n" + (body or b"")
+    async with asyncio.timeout(timeout_s):
+        reader, writer = await asyncio.open_connection(*addr)
+        try:
+            writer.write(raw)
+            await writer.drain()
+            return await read_http_reply(reader)
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+
+Http = Callable[..., Awaitable[HttpReply]]
+
+
+@pytest.fixture
+def read_reply() -> Callable[[asyncio.StreamReader], Awaitable[HttpReply]]:
+    """Read one HTTP response (Content-Length framed) from a stream."""
+    return read_http_reply
+
+
+@pytest.fixture
+def http() -> Http:
+    """``await http(addr, "GET", "/healthz", body=None, headers=None)`` -> HttpReply."""
+    return _http
