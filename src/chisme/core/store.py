@@ -498,14 +498,18 @@ class Store:
         return [to_provider(r) for r in self.live_records(info_hash, now_ns, limit)]
 
     def live_records(self, info_hash: str, now_ns: int, limit: int = 0) -> list[Record]:
-        """Live records, greatest (freshest) first, at most ``limit`` (0 or less: all)."""
+        """Live records, greatest (freshest) first, at most ``limit`` (0 or less: all).
+
+        Ordered by :func:`lookup_rank`, a total order: replicas that hold the same records
+        give the same answer, whatever order the records arrived in.
+        """
         swarm = self._swarms.get(info_hash)
         if swarm is None:
             return []
         cutoff = now_ns - self.ttl_ns
         seen, origins = swarm.seen, swarm.origins
         live = [i for i in range(len(seen)) if self._alive(seen[i], origins[i], cutoff, now_ns)]
-        recs = sorted((swarm.record(i) for i in live), key=order_key, reverse=True)
+        recs = sorted((swarm.record(i) for i in live), key=lookup_rank, reverse=True)
         return recs[:limit] if limit > 0 else recs
 
     def tombstones(self, info_hash: str, now_ns: int) -> list[Record]:
@@ -659,6 +663,12 @@ class Store:
 _V4_MAPPED = bytes(10) + b"\xff\xff"
 
 
+def lookup_rank(r: Record) -> tuple[int, int, bytes, int, bool, AddrKey]:
+    """:func:`order_key`, then the address (names after IPs), so that ties between
+    providers are ordered the same way on every replica."""
+    return (r.last_seen_ns, r.flags, r.peer_id, r.origin, isinstance(r.addr, str), r.addr)
+
+
 def _check_addr(addr: object) -> None:
     """A store key must be a compact IP key (6 or 18 bytes, port != 0) or ``name:port``.
 
@@ -683,4 +693,4 @@ def _check_record(peer_id: bytes, origin: int) -> None:
         raise InvalidInput("origin must be a node id in 0-4294967295")
 
 
-__all__: Sequence[str] = ("Counts", "MergeResult", "Store", "Swarm")
+__all__: Sequence[str] = ("Counts", "MergeResult", "Store", "Swarm", "lookup_rank")
