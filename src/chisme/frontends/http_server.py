@@ -55,6 +55,12 @@ class Response:
 
 Handler = Callable[[Request], "Response | Awaitable[Response]"]
 Spawn = Callable[[Coroutine[Any, Any, None]], object]
+ErrorResponse = Callable[[int, str], Response]
+"""Renders the server's own answers to bad HTTP (400, 408, 413, 431, 503) for one front end."""
+
+
+def plain_error(status: int, reason: str) -> Response:
+    return Response(status, reason.encode() + b"\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,11 +95,13 @@ class HttpServer:
         spawn: Spawn,
         limits: HttpLimits = HttpLimits(),
         on_error: Callable[[str], None] | None = None,
+        error_response: ErrorResponse = plain_error,
     ) -> None:
         self.handler = handler
         self.spawn = spawn
         self.limits = limits
         self.on_error = on_error
+        self.error_response = error_response
         self.active = 0
         self._server: asyncio.Server | None = None
 
@@ -116,12 +124,15 @@ class _HttpConnection(asyncio.Protocol):
     __slots__ = (
         "body",
         "body_size",
+        "broken",
         "client",
         "closed",
         "counted",
+        "failure",
         "header_name",
         "header_size",
         "headers",
+        "in_request",
         "parser",
         "pending",
         "server",
@@ -145,6 +156,9 @@ class _HttpConnection(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.closed = False
         self.counted = False
+        self.failure: _TooLargeError | None = None  # raised in a parser callback
+        self.in_request = False  # between the first byte of a request and its end
+        self.broken = False  # an error answer is queued: read nothing more
 
     # -- asyncio.Protocol -------------------------------------------------------------
 
@@ -161,16 +175,24 @@ class _HttpConnection(asyncio.Protocol):
         self._arm(self.server.limits.header_timeout_s)
 
     def data_received(self, data: bytes) -> None:
-        if self.closed:
+        if self.closed or self.broken:
             return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._error(400, b"protocol upgrades are not supported")
-        except _TooLargeError as e:
-            self._error(e.status, e.message)
+            # httptools has completed the request (it is answered as if Upgrade were absent,
+            # RFC 9110 §7.8); the bytes after it would be another protocol: read no more,
+            # close once the answers are out
+            self.broken = True
+            self._flush()
         except httptools.HttpParserError:
-            self._error(400, b"malformed HTTP request")
+            # httptools wraps an exception raised in a callback in HttpParserCallbackError,
+            # so a size limit hit in on_header/on_body is found on the connection, not here
+            failure, self.failure = self.failure, None
+            if failure is not None:
+                self._error(failure.status, failure.message)
+            else:
+                self._error(400, b"malformed HTTP request")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -185,6 +207,7 @@ class _HttpConnection(asyncio.Protocol):
     # -- httptools callbacks ------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self.in_request = True
         self.url = b""
         self.headers = {}
         self.header_size = 0
@@ -196,21 +219,28 @@ class _HttpConnection(asyncio.Protocol):
         self.url += url
         self.header_size += len(url)
         if self.header_size > self.server.limits.max_header_bytes:
-            raise _TooLargeError(431, b"request line too long")
+            self._fail(431, b"request line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.header_size += len(name) + len(value)
         if self.header_size > self.server.limits.max_header_bytes or len(self.headers) >= 64:
-            raise _TooLargeError(431, b"request headers too large")
+            self._fail(431, b"request headers too large")
         self.headers[name.lower()] = value
+
+    def on_headers_complete(self) -> None:
+        # refuse a declared oversized body at once, rather than after reading it
+        length = self.headers.get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.server.limits.max_body_bytes:
+            self._fail(413, b"request body too large")
 
     def on_body(self, body: bytes) -> None:
         self.body_size += len(body)
         if self.body_size > self.server.limits.max_body_bytes:
-            raise _TooLargeError(413, b"request body too large")
+            self._fail(413, b"request body too large")
         self.body.append(body)
 
     def on_message_complete(self) -> None:
+        self.in_request = False
         try:
             parsed = httptools.parse_url(self.url)
         except httptools.HttpParserInvalidURLError:
@@ -261,7 +291,7 @@ class _HttpConnection(asyncio.Protocol):
         if not fut.done():
             fut.set_result(render(resp, keep_alive))
         self._flush()
-        if self.transport is not None and not self.closed and keep_alive:
+        if self.transport is not None and not (self.closed or self.broken) and keep_alive:
             self.transport.resume_reading()
 
     def _flush(self) -> None:
@@ -272,6 +302,8 @@ class _HttpConnection(asyncio.Protocol):
             data = fut.result()
             keep_alive = b"\r\nConnection: close\r\n" not in data[: data.find(b"\r\n\r\n") + 2]
             self._write(data, keep_alive)
+        if self.broken and not self.pending:
+            self._close()
 
     def _write(self, data: bytes, keep_alive: bool) -> None:
         if self.transport is None or self.closed:
@@ -280,10 +312,26 @@ class _HttpConnection(asyncio.Protocol):
         if not keep_alive:
             self._close()
 
+    def _fail(self, status: int, message: bytes) -> None:
+        """Stop parsing from inside a parser callback (see data_received)."""
+        self.failure = _TooLargeError(status, message)
+        raise self.failure
+
     def _error(self, status: int, message: bytes) -> None:
+        reason = message.decode("latin-1")
         if self.server.on_error is not None:
-            self.server.on_error(message.decode())
-        self._write(render(Response(status, message + b"\n"), keep_alive=False), False)
+            self.server.on_error(reason)
+        data = render(self.server.error_response(status, reason), keep_alive=False)
+        if self.pending and self.transport is not None:
+            # answers to the earlier pipelined requests go out first, then this one closes
+            self.broken = True
+            self.transport.pause_reading()
+            fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+            fut.set_result(data)
+            self.pending.append(fut)
+            self._flush()
+            return
+        self._write(data, False)
         self._close()
 
     def _close(self) -> None:
@@ -299,7 +347,10 @@ class _HttpConnection(asyncio.Protocol):
         if self.pending:  # a handler is still working; its own deadline applies
             self._arm(self.server.limits.keepalive_timeout_s)
             return
-        self._close()
+        if self.in_request:  # RFC 9110 §15.5.9: a request started but did not arrive whole
+            self._error(408, b"request not received in time")
+            return
+        self._close()  # an idle keep-alive connection: close quietly
 
 
 class _TooLargeError(Exception):
