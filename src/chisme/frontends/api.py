@@ -67,7 +67,19 @@ class RemoveBody(msgspec.Struct):
 
 
 def error(status: int, reason: str) -> Response:
+    """The API's error answer (also what the HTTP layer sends for 400/408/413/431/503)."""
     return Response(status, msgspec.json.encode({"error": reason}) + b"\n", JSON)
+
+
+def not_allowed(method: str) -> Response:
+    # RFC 9110 §15.5.6: a 405 must say which methods are allowed
+    resp = error(405, f"use {method}")
+    resp.headers.append((b"Allow", method.encode()))
+    return resp
+
+
+class _UnsupportedMediaType(InvalidInput):
+    status = 415
 
 
 def ok_json(value: Any, status: int = 200) -> Response:
@@ -76,6 +88,8 @@ def ok_json(value: Any, status: int = 200) -> Response:
 
 class ApiServer:
     """Routes requests to the service. Sync routes answer at once; lookups are awaited."""
+
+    error_response = staticmethod(error)  # the HTTP layer's own errors are JSON too
 
     def __init__(self, service: ApiService) -> None:
         self.service = service
@@ -86,25 +100,25 @@ class ApiServer:
         except ChismeError as e:
             reason = getattr(e, "reason", str(e))
             self.service.reject("api", reason)
-            return error(400, reason)
+            return error(getattr(e, "status", 400), reason)
 
     def _route(self, req: Request) -> Response | Awaitable[Response]:
         path = req.path
         if path.startswith(b"/v1/providers/"):
             if req.method != b"GET":
-                return error(405, "use GET")
+                return not_allowed("GET")
             info_hash = unquote(path[len(b"/v1/providers/") :].decode("latin-1"))
             return self._providers(info_hash, req.query)
         if path == b"/v1/announce":
             if req.method != b"POST":
-                return error(405, "use POST")
+                return not_allowed("POST")
             return self._announce(req)
         if path == b"/v1/remove":
             if req.method != b"POST":
-                return error(405, "use POST")
+                return not_allowed("POST")
             return self._remove(req)
         if req.method != b"GET":
-            return error(405, "use GET")
+            return not_allowed("GET")
         if path == b"/healthz":
             return ok_json({"status": "ok"})
         if path == b"/metrics":
@@ -167,7 +181,7 @@ class ApiServer:
 def _decode(req: Request, kind: type[_T]) -> _T:
     ctype = req.headers.get(b"content-type", b"application/json").split(b";")[0].strip()
     if ctype != JSON:
-        raise InvalidInput("content-type must be application/json")
+        raise _UnsupportedMediaType("content-type must be application/json")
     try:
         return msgspec.json.decode(req.body, type=kind)
     except msgspec.ValidationError as e:
