@@ -66,6 +66,31 @@ class Metrics:
         self.tracker_torrents = Gauge("chisme_tracker_torrents", "Torrents tracked", registry=r)
         self.tracker_seeders = Gauge("chisme_tracker_seeders", "Seeders held", registry=r)
         self.tracker_leechers = Gauge("chisme_tracker_leechers", "Leechers held", registry=r)
+        self.tracker_overlay = Counter(
+            "chisme_tracker_overlay_completions",
+            "Announces whose peer list the overlay lookup completed (awaited), or that were "
+            "answered from the local store because too many were in flight (over_cap)",
+            ["protocol", "outcome"],
+            registry=r,
+        )
+        self.udp_connects = Counter(
+            "chisme_tracker_udp_connects", "UDP tracker connect requests answered", registry=r
+        )
+        self.udp_dropped = Counter(
+            "chisme_tracker_udp_dropped",
+            "UDP tracker datagrams dropped without a reply",
+            ["reason"],
+            registry=r,
+        )
+        self.udp_errors = Counter(
+            "chisme_tracker_udp_errors", "UDP tracker error replies (action 3) sent", registry=r
+        )
+        self.access_reloads = Counter(
+            "chisme_tracker_access_reloads",
+            "Allow/deny list reloads",
+            ["outcome"],
+            registry=r,
+        )
 
     def watch_store(
         self,
@@ -76,6 +101,17 @@ class Metrics:
         self.records.set_function(records)
         self.keys.set_function(keys)
         self.tombstones.set_function(tombstones)
+
+    def watch_tracker(
+        self,
+        torrents: Callable[[], float],
+        seeders: Callable[[], float],
+        leechers: Callable[[], float],
+    ) -> None:
+        """Tracker gauges, read at scrape time (nothing is counted on the announce path)."""
+        self.tracker_torrents.set_function(torrents)
+        self.tracker_seeders.set_function(seeders)
+        self.tracker_leechers.set_function(leechers)
 
     def reject(self, surface: str, reason: str) -> None:
         # the reason is a short stable sentence; keep label cardinality bounded

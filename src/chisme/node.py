@@ -14,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import re
 import secrets
+import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from types import TracebackType
@@ -27,11 +29,14 @@ from chisme.core.keys import AddrKey, parse_addr, parse_info_hash
 from chisme.core.lookup import merge_answers, pick_fanout
 from chisme.core.records import MAX_PEER_ID_BYTES, Provider, Record, to_provider
 from chisme.core.store import Counts, Store
-from chisme.errors import ChismeError, InvalidInput, PeerError
+from chisme.errors import ChismeError, ConfigError, InvalidInput, PeerError
 from chisme.frontends.api import ApiServer
 from chisme.frontends.http_server import HttpServer
+from chisme.frontends.http_tracker import HttpTracker
+from chisme.frontends.udp_tracker import UdpTracker
 from chisme.metrics import Metrics
 from chisme.net import tcp
+from chisme.tracker.access import AccessList, parse_hash_list
 from chisme.wire import v1
 
 log = logging.getLogger("chisme.node")
@@ -162,6 +167,103 @@ class Node:
 
     async def _start_trackers(self) -> None:
         """BitTorrent tracker front ends (see chisme.frontends.http_tracker/udp_tracker)."""
+        cfg = self.config
+        self.tracker_access = AccessList()
+        self._tracker_access_stamps: dict[str, tuple[int, int]] | None = None
+        self._tracker_totals_cache = (0.0, 0, 0)
+        self.metrics.watch_tracker(
+            lambda: self.store.num_keys,
+            lambda: self._tracker_totals()[0],
+            lambda: self._tracker_totals()[1],
+        )
+        if not (cfg.tracker_http or cfg.tracker_udp):
+            return
+        if cfg.allow_list or cfg.deny_list:
+            self.tracker_reload_access(force=True)  # a bad list at start is a ConfigError
+            assert self._tg is not None
+            ticker = self._tick(self.tracker_access_round, lambda: 1.0)
+            self._tickers.append(self._tg.create_task(ticker))
+            loop = asyncio.get_running_loop()
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signal.SIGHUP, self.tracker_reload_access, True)
+                self._closers.append(self._remove_sighup)
+        if cfg.tracker_http:
+            torrents = self.store.keys if cfg.full_scrape else None
+            handler = HttpTracker(self, cfg, self.tracker_access, self.metrics, torrents)
+            on_error = self._http_error("tracker_http")
+            http = HttpServer(handler.handle, self.spawn, on_error=on_error)
+            host, port = tcp.split_host_port(cfg.tracker_http)
+            self.addresses["tracker_http"] = await http.start(host, port)
+            self._closers.append(http.close)
+            url = _hostport(self.addresses["tracker_http"])
+            log.info("HTTP tracker on http://%s/announce", url)
+        if cfg.tracker_udp:
+            udp = UdpTracker(self, cfg, self.tracker_access, self.spawn, self.metrics)
+            host, port = tcp.split_host_port(cfg.tracker_udp)
+            self.addresses["tracker_udp"] = await udp.start(host, port)
+            self._closers.append(udp.close)
+            log.info("UDP tracker on udp://%s/announce", _hostport(self.addresses["tracker_udp"]))
+
+    async def _remove_sighup(self) -> None:
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+
+    def tracker_reload_access(self, force: bool = False) -> bool:
+        """(Re)load the tracker's allow/deny list files when one changed (mtime or size), or
+        always with ``force`` (SIGHUP). True if new lists are in force.
+
+        The first load raises ConfigError on a missing or bad file; later a bad file is logged
+        and counted, and the lists in force stay.
+        """
+        cfg = self.config
+        first = self._tracker_access_stamps is None
+        try:
+            stamps: dict[str, tuple[int, int]] = {}
+            for path in (cfg.allow_list, cfg.deny_list):
+                if path:
+                    st = os.stat(path)
+                    stamps[path] = (st.st_mtime_ns, st.st_size)
+            if not force and stamps == self._tracker_access_stamps:
+                return False
+            self._tracker_access_stamps = stamps
+            allow = deny = None
+            if cfg.allow_list:
+                with open(cfg.allow_list, "rb") as f:
+                    allow = parse_hash_list(f.read(), cfg.allow_list)
+            if cfg.deny_list:
+                with open(cfg.deny_list, "rb") as f:
+                    deny = parse_hash_list(f.read(), cfg.deny_list)
+        except (OSError, InvalidInput) as e:
+            self.metrics.access_reloads.labels("failed").inc()
+            reason = e.reason if isinstance(e, InvalidInput) else f"{e.filename}: {e.strerror}"
+            if first:
+                raise ConfigError(f"tracker access list: {reason}") from None
+            log.warning("tracker access lists not reloaded (the old ones stay): %s", reason)
+            return False
+        self.tracker_access.replace(allow, deny or frozenset())
+        self.metrics.access_reloads.labels("ok").inc()
+        log.info(
+            "tracker access lists loaded: %s allowed, %d denied",
+            "all" if allow is None else len(allow),
+            len(deny or ()),
+        )
+        return True
+
+    async def tracker_access_round(self) -> bool:
+        """The access-list ticker's round: reload the lists if a file changed."""
+        return self.tracker_reload_access()
+
+    def _tracker_totals(self) -> tuple[int, int]:
+        """Seeders and leechers held, for the gauges: one pass over the keys per scrape."""
+        at, seeders, leechers = self._tracker_totals_cache
+        now = time.monotonic()
+        if now - at >= 1.0:
+            seeders = leechers = 0
+            for info_hash in self.store.keys():
+                c = self.store.counts(info_hash)
+                seeders += c.seeders
+                leechers += c.leechers
+            self._tracker_totals_cache = (now, seeders, leechers)
+        return seeders, leechers
 
     def _v2_hooks(self) -> dict[str, Any]:
         """The v2 protocol's upgrade hook on the node port (none yet: v1 only)."""
@@ -395,6 +497,17 @@ class Node:
             self.store.merge(info_hash, records, now)
         peers = self.store.sample_peers(
             info_hash, now, numwant, self.rng, exclude=addr, leechers_first=seeder
+        )
+        c = self.store.counts(info_hash)
+        return TrackerAnswer(c.seeders, c.leechers, peers)
+
+    def tracker_peers(
+        self, info_hash: str, addr: AddrKey, *, seeder: bool, numwant: int
+    ) -> TrackerAnswer:
+        """A peer sample from the local store only, writing nothing (a front end over its
+        cap of overlay completions in flight answers with this)."""
+        peers = self.store.sample_peers(
+            info_hash, self.clock(), numwant, self.rng, exclude=addr, leechers_first=seeder
         )
         c = self.store.counts(info_hash)
         return TrackerAnswer(c.seeders, c.leechers, peers)

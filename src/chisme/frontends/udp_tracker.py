@@ -1,0 +1,274 @@
+"""The UDP BitTorrent tracker front end (BEP 15): one asyncio datagram endpoint.
+
+connect -> a stateless connection id (:mod:`chisme.tracker.connid`, keyed by the cluster's
+``Config.connection_id_key`` and the client's packed IP, so a client may connect at one node
+and announce at another); announce and scrape -> the node's tracker service; bad input ->
+
+- under 16 bytes (no transaction id): dropped silently;
+- a connection id that does not check out for the packet's source: dropped silently and
+  counted, never answered, so a spoofed source cannot turn us into a reflector
+  (research/trackers.md §8.3, as aquatic does);
+- anything else malformed from a sender whose connection id checks out: an error (action 3).
+
+The announce's IP field is never read (BEP 7); the reply's peers follow the request's family:
+6-byte IPv4 entries, or 18-byte IPv6 entries capped at :data:`~chisme.tracker.udp.MAX_PEERS_V6`
+so a reply fits one ~1,200-byte datagram.
+
+An announce the local store cannot fill is completed from the overlay in a child task of the
+node (``spawn``); at most :data:`~chisme.frontends.http_tracker.MAX_OVERLAY_INFLIGHT` at once,
+further ones are answered from the local store at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import struct
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, cast
+
+from chisme.config import Config
+from chisme.frontends.http_tracker import (
+    MAX_OVERLAY_INFLIGHT,
+    NOT_ALLOWED,
+    ClientAddresses,
+    PeerAnswer,
+    TrackerService,
+    answer_locally,
+    close_awaitable,
+)
+from chisme.metrics import Metrics
+from chisme.tracker.access import AccessList
+from chisme.tracker.connid import ConnectionIds
+from chisme.tracker.types import DEFAULT_NUMWANT, Event
+from chisme.tracker.udp import (
+    ANNOUNCE,
+    MAX_PEERS_V6,
+    SCRAPE,
+    UdpAnnounce,
+    UdpBadRequest,
+    UdpConnect,
+    UdpDrop,
+    UdpScrape,
+    encode_announce_reply,
+    encode_connect_reply,
+    encode_error,
+    encode_scrape_reply,
+    parse_udp_request,
+)
+
+log = logging.getLogger("chisme.tracker")
+
+_NUM_WANT = struct.Struct(">i")  # BEP 15: an announce's num_want is the i32 at offset 92
+
+Spawn = Callable[[Coroutine[Any, Any, None]], object]
+
+RECEIVE_BUFFER_BYTES = 4 << 20
+"""Asked of the kernel (it caps this at net.core.rmem_max): bursts of announces queue here
+rather than being lost at the 208 KiB default."""
+
+
+class UdpTracker(asyncio.DatagramProtocol):
+    """Serves BEP 15 on one UDP socket. ``await start(host, port)``, then ``await close()``."""
+
+    def __init__(
+        self,
+        service: TrackerService,
+        config: Config,
+        access: AccessList,
+        spawn: Spawn,
+        metrics: Metrics,
+        *,
+        clock_s: Callable[[], float] = time.time,
+    ) -> None:
+        self.service = service
+        self.access = access
+        self.spawn = spawn
+        self.clock_s = clock_s
+        self.ids = ConnectionIds(config.connection_id_key.encode("utf-8"))
+        self.interval = config.announce_interval
+        self.numwant_default = config.numwant_default
+        self.numwant_max = config.numwant_max
+        self.addresses = ClientAddresses()
+        self.overlay_inflight = 0
+        self.transport: asyncio.DatagramTransport | None = None
+        a, s, d = metrics.announces, metrics.scrapes, metrics.udp_dropped
+        self._announce_ok = a.labels("udp", "ok")
+        self._announce_bad = a.labels("udp", "bad_request")
+        self._announce_denied = a.labels("udp", "denied")
+        self._scrape_ok = s.labels("udp", "ok")
+        self._scrape_bad = s.labels("udp", "bad_request")
+        self._connects = metrics.udp_connects
+        self._errors = metrics.udp_errors
+        self._drop_short = d.labels("short")
+        self._drop_bad_id = d.labels("bad_connection_id")
+        self._drop_bad_source = d.labels("bad_source")
+        self._overlay_awaited = metrics.tracker_overlay.labels("udp", "awaited")
+        self._overlay_over_cap = metrics.tracker_overlay.labels("udp", "over_cap")
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        """Bind and serve; returns the bound (host, port)."""
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):  # a kernel may refuse; the default still works
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
+        sockname = transport.get_extra_info("sockname")
+        return str(sockname[0]), int(sockname[1])
+
+    async def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+
+    # -- asyncio.DatagramProtocol -----------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable from a client that went away, and the like: nothing to do.
+        log.debug("UDP tracker socket error: %s", exc)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        try:
+            self._handle(data, addr)
+        except Exception:
+            log.exception("bug: UDP tracker failed on a datagram from %r", addr)
+
+    # -- requests ---------------------------------------------------------------------
+
+    def _send(self, data: bytes, addr: Any) -> None:
+        transport = self.transport
+        if transport is not None:
+            transport.sendto(data, addr)
+
+    def _handle(self, data: bytes, addr: Any) -> None:
+        ip = self.addresses.packed(addr[0])
+        if ip is None:
+            self._drop_bad_source.inc()
+            return
+        try:
+            req = parse_udp_request(data)
+        except UdpDrop:
+            self._drop_short.inc()
+            return
+        except UdpBadRequest as e:
+            # Answer only a sender that proved its address with a connection id (no reflection).
+            if self.ids.check(ip, int.from_bytes(data[:8]), int(self.clock_s())):
+                action = int.from_bytes(data[8:12])
+                if action == ANNOUNCE:
+                    self._announce_bad.inc()
+                elif action == SCRAPE:
+                    self._scrape_bad.inc()
+                self.service.reject("tracker_udp", e.reason)
+                self._errors.inc()
+                self._send(encode_error(e.transaction_id, e.reason), addr)
+            else:
+                self._drop_bad_id.inc()
+            return
+        kind = type(req)
+        if kind is UdpAnnounce:
+            self._announce(cast(UdpAnnounce, req), ip, addr, data)
+        elif kind is UdpConnect:
+            self._connects.inc()
+            tid = cast(UdpConnect, req).transaction_id
+            self._send(encode_connect_reply(tid, self.ids.issue(ip, int(self.clock_s()))), addr)
+        else:
+            self._scrape(cast(UdpScrape, req), ip, addr)
+
+    def _announce(self, req: UdpAnnounce, ip: bytes, addr: Any, data: bytes) -> None:
+        connection_id, tid, a = req
+        if not self.ids.check(ip, connection_id, int(self.clock_s())):
+            self._drop_bad_id.inc()
+            return
+        if not self.access.permits(a.info_hash):
+            self._announce_denied.inc()
+            self._errors.inc()
+            self._send(encode_error(tid, NOT_ALLOWED), addr)
+            return
+        v6 = len(ip) == 16
+        numwant = a.numwant
+        if (
+            numwant == DEFAULT_NUMWANT
+            and self.numwant_default != DEFAULT_NUMWANT
+            and _NUM_WANT.unpack_from(data, 92)[0] <= 0
+        ):
+            numwant = self.numwant_default  # the codec maps "no preference" (<= 0) to 50
+        numwant = min(numwant, self.numwant_max)
+        if v6 and numwant > MAX_PEERS_V6:
+            numwant = MAX_PEERS_V6
+        self._announce_ok.inc()
+        info_hash = a.info_hash.hex()
+        key = ip + a.port.to_bytes(2, "big")
+        event = a.event
+        seeder = a.left == 0
+        if self.overlay_inflight >= MAX_OVERLAY_INFLIGHT:
+            self._overlay_over_cap.inc()
+            self._reply(answer_locally(self.service, info_hash, key, a, numwant), tid, v6, addr)
+            return
+        answer = self.service.tracker_announce(
+            info_hash,
+            key,
+            a.peer_id,
+            seeder=seeder,
+            stopped=event is Event.STOPPED,
+            completed=event is Event.COMPLETED,
+            numwant=numwant,
+        )
+        if isinstance(answer, Awaitable):
+            self.overlay_inflight += 1
+            self._overlay_awaited.inc()
+            try:
+                self.spawn(self._finish(answer, tid, v6, addr))
+            except RuntimeError:  # the node is shutting down
+                self.overlay_inflight -= 1
+                close_awaitable(answer)
+            return
+        self._reply(answer, tid, v6, addr)
+
+    async def _finish(
+        self, pending: Awaitable[PeerAnswer], tid: int, v6: bool, addr: Any
+    ) -> None:
+        try:
+            answer = await pending
+        except Exception:
+            log.exception("bug: overlay completion of a UDP announce failed")
+            return
+        finally:
+            self.overlay_inflight -= 1
+        self._reply(answer, tid, v6, addr)
+
+    def _reply(self, answer: PeerAnswer, tid: int, v6: bool, addr: Any) -> None:
+        peers = answer.peers
+        size = 18 if v6 else 6
+        try:
+            joined = b"".join(peers)  # type: ignore[arg-type]  # str keys raise TypeError
+        except TypeError:
+            joined = b""
+        if len(joined) != size * len(peers):  # mixed families (or DNS names): keep ours
+            joined = b"".join([p for p in peers if isinstance(p, bytes) and len(p) == size])
+        if v6 and len(joined) > 18 * MAX_PEERS_V6:
+            joined = joined[: 18 * MAX_PEERS_V6]
+        self._send(
+            encode_announce_reply(tid, self.interval, answer.leechers, answer.seeders, joined),
+            addr,
+        )
+
+    def _scrape(self, req: UdpScrape, ip: bytes, addr: Any) -> None:
+        connection_id, tid, hashes = req
+        if not self.ids.check(ip, connection_id, int(self.clock_s())):
+            self._drop_bad_id.inc()
+            return
+        counts = self.service.tracker_scrape([h.hex() for h in hashes])
+        access = self.access
+        stats = [
+            (c.seeders, c.downloaded, c.leechers) if access.permits(h) else (0, 0, 0)
+            for h, c in zip(hashes, counts, strict=True)
+        ]
+        self._scrape_ok.inc()
+        self._send(encode_scrape_reply(tid, stats), addr)
