@@ -158,7 +158,13 @@ class Node:
         self._closers.append(server.close)
         log.info("node %s listening on %s (v1 JSON)", self.node_id, self.node_address)
         if cfg.api:
-            api = HttpServer(ApiServer(self).handle, self.spawn, on_error=self._http_error("api"))
+            routes = ApiServer(self)
+            api = HttpServer(
+                routes.handle,
+                self.spawn,
+                on_error=self._http_error("api"),
+                error_response=routes.error_response,
+            )
             host, port = tcp.split_host_port(cfg.api)
             self.addresses["api"] = await api.start(host, port)
             self._closers.append(api.close)
