@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import httptools
+
+from chisme.errors import ConfigError
 
 log = logging.getLogger("chisme.http")
 
@@ -106,10 +109,15 @@ class HttpServer:
         self._server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
+        """Listen; a port in use or an address not on this host is a ConfigError."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _HttpConnection(self), host, port, reuse_address=True, backlog=2048
-        )
+        try:
+            self._server = await loop.create_server(
+                lambda: _HttpConnection(self), host, port, reuse_address=True, backlog=2048
+            )
+        except OSError as e:
+            why = os.strerror(e.errno) if e.errno else str(e)
+            raise ConfigError(f"cannot listen on {host}:{port}: {why}") from e
         sockname = self._server.sockets[0].getsockname()
         return sockname[0], sockname[1]
 
