@@ -14,11 +14,11 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from chisme.config import Config, load_config
 from chisme.core.keys import parse_addr, parse_info_hash
-from chisme.core.records import Record
+from chisme.core.records import MAX_PEER_ID_BYTES, Record
 from chisme.errors import ChismeError, ConfigError, InvalidInput
 from chisme.net import tcp
 from chisme.node import Node
@@ -26,6 +26,7 @@ from chisme.wire import v1
 from chisme.wire.rfc3339 import format_rfc3339
 
 log = logging.getLogger("chisme")
+_T = TypeVar("_T")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -96,10 +97,20 @@ async def _run_node(cfg: Config) -> None:
         log.info("shutting down")
 
 
+def _arg(name: str, parse: Callable[[str], _T], value: str) -> _T:
+    """Validate one argument; the error names it (``--node: addr must be host:port``)."""
+    try:
+        return parse(value)
+    except InvalidInput as e:
+        raise InvalidInput(f"{name}: {e.reason}") from None
+
+
 async def _announce(args: argparse.Namespace) -> int:
-    info_hash = parse_info_hash(args.info_hash)
-    key = parse_addr(args.addr)
-    parse_addr(args.node)
+    info_hash = _arg("INFO_HASH", parse_info_hash, args.info_hash)
+    key = _arg("ADDR", parse_addr, args.addr)
+    _arg("--node", parse_addr, args.node)
+    if len(args.peer_id.encode()) > MAX_PEER_ID_BYTES:
+        raise InvalidInput(f"--peer-id: at most {MAX_PEER_ID_BYTES} bytes")
     rec = Record(key, time.time_ns(), args.peer_id.encode())
     data = v1.encode_message(v1.Announce(info_hash, [rec]))
     await tcp.send_message(args.node, data, args.timeout)
@@ -108,8 +119,8 @@ async def _announce(args: argparse.Namespace) -> int:
 
 
 async def _lookup(args: argparse.Namespace) -> int:
-    info_hash = parse_info_hash(args.info_hash)
-    parse_addr(args.node)
+    info_hash = _arg("INFO_HASH", parse_info_hash, args.info_hash)
+    _arg("--node", parse_addr, args.node)
     if args.limit < 0:
         raise InvalidInput("--limit must be 0 (no limit) or more")
     msg = v1.encode_message(v1.Lookup(info_hash, args.limit))
@@ -173,6 +184,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except ChismeError as e:
         print(f"chisme: error: {getattr(e, 'reason', None) or e}", file=sys.stderr)
+        if debug:
+            raise
+        return 1
+    except OSError as e:  # the system refused something the checks above cannot foresee
+        print(f"chisme: error: {e}", file=sys.stderr)
         if debug:
             raise
         return 1
