@@ -7,6 +7,7 @@ Local / LAN / WAN split: ``local`` is tuned for a laptop or a test (fast rounds)
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -66,6 +67,11 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            # TOML and float() accept nan and inf; they would fail later, far from the cause
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{name} must be a finite number (got {value})")
         for name in ("listen", "api", "tracker_http", "tracker_udp", "advertise"):
             value = getattr(self, name)
             if value:
@@ -92,6 +98,10 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
                      "max_concurrent_sends", "numwant_max"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
+        if self.max_message_bytes < 512:  # a one-provider gossip with a long key needs ~300
+            raise ConfigError("max_message_bytes must be at least 512")
+        if self.min_announce_interval_s < 0:
+            raise ConfigError("min_announce_interval_s must be 0 (automatic) or positive")
         if not 0 <= self.gossip_jitter < 1:
             raise ConfigError("gossip_jitter must be in [0, 1)")
         if self.tombstone_ttl_s and self.tombstone_ttl_s < self.ttl_s:
