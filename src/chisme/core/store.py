@@ -48,6 +48,10 @@ from chisme.errors import InvalidInput
 _PID = 21  # bytes per slot for peer ids: 1 length byte + up to 20 bytes inline
 _LONG = 255  # length byte marking a peer id kept in Swarm.long_pids
 _SWEEP_SAMPLE = 5  # keys examined per eviction when the store is full
+# A swarm of at most this many slots finds an address by scanning its list (list.index, in C:
+# about 1 µs at 32) instead of keeping an address -> slot dict, which costs ~35 B per record
+# in the common small swarm. Above it the dict is built; below half of it, dropped.
+_INDEX_MIN = 32
 
 
 class MergeResult(NamedTuple):
@@ -68,7 +72,11 @@ class Counts(NamedTuple):
 
 
 class Swarm:
-    """The providers of one key. Slots ``[0, n_leech)`` are leechers, the rest seeders."""
+    """The providers of one key. Slots ``[0, n_leech)`` are leechers, the rest seeders.
+
+    ``index`` (address -> slot) exists only while the swarm has more than ``_INDEX_MIN``
+    slots; use :meth:`find`.
+    """
 
     __slots__ = (
         "addrs",
@@ -84,7 +92,7 @@ class Swarm:
     )
 
     def __init__(self) -> None:
-        self.index: dict[AddrKey, int] = {}
+        self.index: dict[AddrKey, int] | None = None
         self.addrs: list[AddrKey] = []
         self.seen = array("q")
         self.origins = array("I")
@@ -112,9 +120,18 @@ class Swarm:
         flags = FLAG_SEEDER if i >= self.n_leech else 0
         return Record(self.addrs[i], self.seen[i], self.peer_id(i), flags, self.origins[i])
 
+    def find(self, addr: AddrKey) -> int | None:
+        """The slot of ``addr``, or None."""
+        if self.index is not None:
+            return self.index.get(addr)
+        addrs = self.addrs
+        # a membership test first: a miss (every new provider) must not pay for list.index's
+        # ValueError, whose message formats the address
+        return addrs.index(addr) if addr in addrs else None
+
     def current(self, addr: AddrKey) -> Record | None:
         """The record held for ``addr``: a live slot, a tombstone, or None."""
-        i = self.index.get(addr)
+        i = self.find(addr)
         if i is not None:
             return self.record(i)
         if self.tombs is not None:
@@ -141,7 +158,8 @@ class Swarm:
             return
         a, b = self.addrs[i], self.addrs[j]
         self.addrs[i], self.addrs[j] = b, a
-        self.index[a], self.index[b] = j, i
+        if self.index is not None:
+            self.index[a], self.index[b] = j, i
         self.seen[i], self.seen[j] = self.seen[j], self.seen[i]
         self.origins[i], self.origins[j] = self.origins[j], self.origins[i]
         oi, oj = i * _PID, j * _PID
@@ -153,8 +171,11 @@ class Swarm:
 
     def insert(self, addr: AddrKey, seen: int, pid: bytes, seeder: bool, origin: int) -> None:
         i = len(self.addrs)
-        self.index[addr] = i
         self.addrs.append(addr)
+        if self.index is not None:
+            self.index[addr] = i
+        elif i >= _INDEX_MIN:
+            self.index = {a: k for k, a in enumerate(self.addrs)}
         self.seen.append(seen)
         self.origins.append(origin)
         self.pids.extend(bytes(_PID))
@@ -187,7 +208,10 @@ class Swarm:
         self.seen.pop()
         self.origins.pop()
         del self.pids[last * _PID :]
-        del self.index[addr]
+        if self.index is not None:
+            del self.index[addr]
+            if last < _INDEX_MIN // 2:
+                self.index = None
         if self.long_pids is not None:
             self.long_pids.pop(addr, None)
 
@@ -283,7 +307,7 @@ class Store:
         _check_record(peer_id, origin)
         seen = now_ns
         if swarm is not None:
-            i = swarm.index.get(addr)
+            i = swarm.find(addr)
             if i is not None:  # the hot path: a refresh
                 prev = swarm.seen[i]
                 if prev >= seen:
@@ -376,7 +400,7 @@ class Store:
             swarm = self._swarms[info_hash] = Swarm()
             self._sweep_keys.append(info_hash)
         outcome = 1 if old is None else 2
-        i = swarm.index.get(addr)
+        i = swarm.find(addr)
         if i is not None:  # a slot (live or expired) -> newer live, or -> tombstone
             if not tomb:
                 swarm.update(i, rec.last_seen_ns, rec.peer_id, rec.seeder, rec.origin)
