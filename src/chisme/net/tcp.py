@@ -191,45 +191,55 @@ class _V1Connection(asyncio.Protocol):
 
 
 async def send_message(addr: str, data: bytes, timeout_s: float) -> None:
-    """Fire-and-forget one message (v1 announce/gossip): dial, write, close."""
+    """Fire-and-forget one message (v1 announce/gossip): dial, write, close, under one deadline.
+
+    The close is graceful (FIN after the data) and waited for inside the deadline; when the
+    deadline passes or the task is cancelled, the connection is aborted instead: a graceful
+    close waits for the peer to read what is buffered, and a peer that never reads would
+    otherwise hold this call (and a send slot) forever.
+    """
     host, port = split_host_port(addr)
+    writer: asyncio.StreamWriter | None = None
     try:
         async with asyncio.timeout(timeout_s):
             _, writer = await asyncio.open_connection(host, port)
-            try:
-                writer.write(data)
-                await writer.drain()
-            finally:
-                writer.close()
-                await writer.wait_closed()
+            writer.write(data)
+            await writer.drain()
+            writer.close()
+            await writer.wait_closed()
     except TimeoutError:
         raise PeerTimeout(f"{addr}: no answer within {timeout_s:g} s") from None
     except OSError as e:
         raise PeerUnreachable(f"{addr}: {e.strerror or e}") from None
+    finally:
+        if writer is not None:
+            writer.transport.abort()  # a no-op once closed
 
 
 async def request(addr: str, data: bytes, timeout_s: float, max_bytes: int) -> bytes:
     """Send one message and read one JSON value back (v1 lookup), all under one deadline."""
     host, port = split_host_port(addr)
     scanner = JsonValueScanner(max_bytes, allow_null=True)  # Go answers null for nil
+    writer: asyncio.StreamWriter | None = None
     try:
         async with asyncio.timeout(timeout_s):
             reader, writer = await asyncio.open_connection(host, port)
-            try:
-                writer.write(data)
-                await writer.drain()
-                while True:
-                    chunk = await reader.read(65536)
-                    if not chunk:
-                        raise PeerUnreachable(f"{addr}: closed the connection before answering")
-                    value = scanner.feed(chunk)
-                    if value is not None:
-                        return value
-            finally:
-                writer.close()
-                with contextlib.suppress(OSError):
-                    await writer.wait_closed()
+            writer.write(data)
+            await writer.drain()
+            while True:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    raise PeerUnreachable(f"{addr}: closed the connection before answering")
+                value = scanner.feed(chunk)
+                if value is not None:
+                    writer.close()
+                    with contextlib.suppress(OSError):
+                        await writer.wait_closed()
+                    return value
     except TimeoutError:
         raise PeerTimeout(f"{addr}: no answer within {timeout_s:g} s") from None
     except OSError as e:
         raise PeerUnreachable(f"{addr}: {e.strerror or e}") from None
+    finally:
+        if writer is not None:
+            writer.transport.abort()  # a no-op once closed; never wait on a stuck peer
