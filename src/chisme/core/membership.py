@@ -1,0 +1,1379 @@
+"""SWIM + Lifeguard membership and failure detection, as a sans-I/O state machine.
+
+Sources (behaviour is cited to them where it comes from):
+
+- [SWIM] A. Das, I. Gupta, A. Motivala, "SWIM: Scalable Weakly-consistent Infection-style Process
+  Group Membership Protocol", DSN 2002. Random probing (§3.1), indirect probes through k members
+  (§3.1), the suspicion sub-protocol with incarnation numbers (§4.2), piggybacked dissemination
+  (§4.1), round-robin probe order over a shuffled list (§4.3).
+- [Lifeguard] A. Dadgar, J. Phillips, J. Currey, "Lifeguard: Local Health Awareness for More
+  Accurate Failure Detection", arXiv:1707.00788. Local health awareness (LHA-probe: a node that
+  misses acks or nacks slows itself down), dynamic suspicion (LHA-suspicion: the timeout falls
+  from max to min as independent confirmations arrive), the buddy system (tell a suspect it is
+  suspected).
+- [memberlist] hashicorp/memberlist @1b4c746 (state.go, suspicion.go, awareness.go, util.go,
+  net.go), whose semantics this module follows; [Serf] hashicorp/serf, for reconnecting to failed
+  members; research/gossip.md §1, §9, §10 for why.
+
+What this module owns: the member table (``node_id`` -> addr, incarnation, state), the probe cycle,
+suspicion timers, the broadcast queue of membership updates, and full-state push/pull. What it
+does not: sockets, clocks, encoding. Time arrives as ``now_ns`` (a monotonic clock in integer ns),
+randomness as an injected :class:`random.Random`, and every method returns the :class:`Send` s the
+shell must perform.
+
+Driving it (the shell's whole job)::
+
+    m = Membership(node_id, "10.0.0.5:7070", SwimConfig.lan(), random.Random(), seeds=[...])
+    send_all(m.join(now()))
+    loop:
+        on a packet from the network:  send_all(m.on_message(msg, piggyback, now()))
+        when now() >= m.next_deadline_ns():  send_all(m.tick(now()))
+        for ev in m.drain_events(): log / count / notify (joined, suspect, alive, dead, left)
+
+``tick`` may also simply be called on a fixed cadence (every 10-50 ms is plenty: every deadline is
+honoured at the first tick at or after it; a late tick never fires a probe early nor skips the
+indirect phase). Deliver received messages *before* ticking, so that an ack that already arrived is
+not mistaken for a missing one. Sends of :class:`PushPull` carry the full member table and belong on
+a reliable stream (memberlist uses TCP for them); every other message is one small packet of at most
+``max_packet_bytes`` (estimated) including its piggyback, fit for UDP.
+
+Deviations from memberlist, each deliberate:
+
+- Node identity is ``node_id`` (unique per *process incarnation*), not a reusable name: a restarted
+  node is a new member, so no "dead node reclaim" of names is needed and an ``Alive`` with a higher
+  incarnation may move a member to a new address. When a new member appears at the address of a
+  dead or left one, the old entry is forgotten at once (it was replaced).
+- No TCP fallback ping (the shell has no second transport in the core's view).
+- Failed members are kept for ``reconnect_timeout_ns`` and retried Serf-style (one random failed
+  member per ``reconnect_interval_ns``, with probability failed / alive so the cluster as a whole
+  tries each about once per interval); seeds that are not live members are retried the same way.
+  Both retries send a :class:`PushPull` request: this is what heals a partition with no manual step
+  (memberlist alone purges the dead and never heals: research/gossip.md §1.6).
+- Forgotten members are quarantined for ``quarantine_ns`` (Cassandra's idea, research/gossip.md §9):
+  an ``Alive`` at or below the incarnation they were forgotten at is ignored, so stale gossip does
+  not resurrect them; a genuine refutation (a higher incarnation) is accepted.
+- A member that pings us while we hold it suspect or dead gets that ``Suspect``/``Dead`` at the head
+  of our ack's piggyback, so it refutes at once (Lifeguard's buddy system, applied to the reply
+  path too). Gossip is sent to alive and suspect members only; this reply rule and the reconnect
+  retries replace memberlist's "gossip to the dead".
+- Conversely, a node that receives any accusation about itself (even a stale one, below its
+  incarnation) sends its current ``Alive`` straight back to the sender (in the ack when the
+  accusation came on a ping). memberlist ignores stale accusations, which leaves a member that
+  missed every copy of a refutation accusing a live node until its timer declares it dead.
+- A probe that fails suspects the incarnation the target had when the probe *started*, so a
+  refutation that arrives during the probe is not immediately re-accused.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from collections import deque
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal, NamedTuple
+
+from chisme.core.broadcast import TransmitLimitedQueue
+from chisme.errors import ConfigError
+
+_MS = 1_000_000
+_S = 1_000_000_000
+
+NEVER_NS = 2**63 - 1
+"""What :meth:`Membership.next_deadline_ns` returns when no timer is pending (after leaving)."""
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+
+
+@dataclass(frozen=True, slots=True)
+class SwimConfig:
+    """Every knob of the protocol, with memberlist's LAN values as defaults (config.go @1b4c746).
+
+    Use :meth:`lan`, :meth:`wan` or :meth:`local`, then ``dataclasses.replace`` to adjust.
+    Intervals set to 0 switch that activity off (gossip, push/pull, reconnect).
+    """
+
+    probe_interval_ns: int = 1 * _S
+    """Time between probes, and how long a probe waits for any ack before suspecting (SWIM T')."""
+    probe_timeout_ns: int = 500 * _MS
+    """Wait for the direct ack before asking ``indirect_checks`` members to probe (SWIM §3.1).
+    Not scaled by health: waiting longer does not help a lost packet (memberlist state.go)."""
+    indirect_checks: int = 3
+    """Members asked to probe on our behalf when the direct ack is late (SWIM k)."""
+    suspicion_mult: int = 4
+    """Suspicion minimum = mult * max(1, log10(N)) * probe_interval (memberlist util.go)."""
+    suspicion_max_timeout_mult: int = 6
+    """Suspicion maximum = this * minimum; the timeout starts here (Lifeguard LHA-suspicion)."""
+    awareness_max: int = 8
+    """Health score bound: probe intervals stretch up to this factor (Lifeguard LHA-probe)."""
+    retransmit_mult: int = 4
+    """Each update is sent mult * ceil(log10(N + 1)) times (memberlist util.go)."""
+    gossip_interval_ns: int = 200 * _MS
+    """How often queued updates go to ``gossip_nodes`` random members (0: piggyback only)."""
+    gossip_nodes: int = 3
+    """Fanout of each gossip round."""
+    gossip_to_dead_ns: int = 30 * _S
+    """How long a member that *left* is kept before it is forgotten (memberlist GossipToTheDead)."""
+    reconnect_interval_ns: int = 30 * _S
+    """How often to retry one failed member or one seed that is not a live member (Serf)."""
+    reconnect_timeout_ns: int = 24 * 3600 * _S
+    """How long a *failed* member is kept (and retried) before it is forgotten (Serf: 24 h)."""
+    quarantine_ns: int = 3600 * _S
+    """How long a forgotten member's incarnation is remembered so stale gossip cannot revive it."""
+    push_pull_interval_ns: int = 30 * _S
+    """Full state exchange with one random member, scaled up past 32 members (memberlist)."""
+    max_packet_bytes: int = 1200
+    """Budget of one packet message with its piggyback (research/gossip.md §10: UDP <= 1200 B)."""
+    max_queued_broadcasts: int = 4096
+    """Bound of the broadcast queue; the most-sent updates are dropped first."""
+    max_events: int = 4096
+    """Bound of undrained events; the oldest are dropped first (see ``events_dropped``)."""
+
+    def __post_init__(self) -> None:
+        positive = {
+            "probe_interval_ns": self.probe_interval_ns,
+            "probe_timeout_ns": self.probe_timeout_ns,
+            "suspicion_mult": self.suspicion_mult,
+            "suspicion_max_timeout_mult": self.suspicion_max_timeout_mult,
+            "awareness_max": self.awareness_max,
+            "retransmit_mult": self.retransmit_mult,
+            "gossip_to_dead_ns": self.gossip_to_dead_ns,
+            "reconnect_timeout_ns": self.reconnect_timeout_ns,
+            "quarantine_ns": self.quarantine_ns,
+            "max_queued_broadcasts": self.max_queued_broadcasts,
+            "max_events": self.max_events,
+        }
+        for name, value in positive.items():
+            if value < 1:
+                raise ConfigError(f"{name} must be positive")
+        non_negative = {
+            "indirect_checks": self.indirect_checks,
+            "gossip_interval_ns": self.gossip_interval_ns,
+            "gossip_nodes": self.gossip_nodes,
+            "reconnect_interval_ns": self.reconnect_interval_ns,
+            "push_pull_interval_ns": self.push_pull_interval_ns,
+        }
+        for name, value in non_negative.items():
+            if value < 0:
+                raise ConfigError(f"{name} must not be negative")
+        if self.probe_timeout_ns >= self.probe_interval_ns:
+            raise ConfigError("probe_timeout_ns must be shorter than probe_interval_ns")
+        if self.max_packet_bytes < 256:
+            raise ConfigError("max_packet_bytes must be at least 256")
+
+    @classmethod
+    def lan(cls) -> SwimConfig:
+        """memberlist DefaultLANConfig: 1 s probes, 500 ms timeout, suspicion 4, gossip 200 ms/3."""
+        return cls()
+
+    @classmethod
+    def wan(cls) -> SwimConfig:
+        """memberlist DefaultWANConfig: 5 s probes, 3 s timeout, suspicion 6, gossip 500 ms/4."""
+        return cls(
+            probe_interval_ns=5 * _S,
+            probe_timeout_ns=3 * _S,
+            suspicion_mult=6,
+            gossip_interval_ns=500 * _MS,
+            gossip_nodes=4,
+            gossip_to_dead_ns=60 * _S,
+            push_pull_interval_ns=60 * _S,
+        )
+
+    @classmethod
+    def local(cls) -> SwimConfig:
+        """memberlist DefaultLocalConfig (loopback, tests): 200 ms timeout, 1 indirect, mult 3."""
+        return cls(
+            probe_interval_ns=1 * _S,
+            probe_timeout_ns=200 * _MS,
+            indirect_checks=1,
+            suspicion_mult=3,
+            retransmit_mult=2,
+            gossip_interval_ns=100 * _MS,
+            gossip_nodes=3,
+            gossip_to_dead_ns=15 * _S,
+            reconnect_interval_ns=10 * _S,
+            reconnect_timeout_ns=3600 * _S,
+            quarantine_ns=600 * _S,
+            push_pull_interval_ns=15 * _S,
+        )
+
+
+def suspicion_timeout_ns(suspicion_mult: int, num_nodes: int, probe_interval_ns: int) -> int:
+    """The suspicion *minimum*: ``mult * max(1, log10(N)) * interval`` (memberlist util.go).
+
+    LAN values: 4 s up to 10 nodes, 8 s at 100, 12 s at 1,000; the maximum is 6 times that.
+    """
+    scale = max(1.0, math.log10(max(1, num_nodes)))
+    return int(suspicion_mult * scale * probe_interval_ns)
+
+
+def push_pull_interval_ns(interval_ns: int, num_nodes: int) -> int:
+    """memberlist util.go ``pushPullScale``: x(ceil(log2 N - log2 32) + 1) once N > 32."""
+    if num_nodes <= 32:
+        return interval_ns
+    return interval_ns * (math.ceil(math.log2(num_nodes) - 5) + 1)
+
+
+# --------------------------------------------------------------------------------------------
+# Messages. Fields are primitive so the v2 codec can serialise them as they are.
+
+
+@dataclass(frozen=True, slots=True)
+class Alive:
+    """``node_id`` is alive at ``addr`` with ``incarnation`` (SWIM §4.2 "Alive")."""
+
+    node_id: str
+    addr: str
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
+class Suspect:
+    """``from_id`` suspects ``node_id`` at ``incarnation`` (SWIM §4.2 "Suspect")."""
+
+    node_id: str
+    incarnation: int
+    from_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Dead:
+    """``from_id`` declares ``node_id`` dead (SWIM "Confirm"); ``from_id == node_id`` means *left*.
+
+    memberlist encodes a graceful leave the same way: a dead message a node sends about itself.
+    """
+
+    node_id: str
+    incarnation: int
+    from_id: str
+
+    @property
+    def left(self) -> bool:
+        return self.from_id == self.node_id
+
+
+Update = Alive | Suspect | Dead
+"""A membership update: what rides piggyback and what a full state is a list of."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """Direct probe. ``target_id`` guards against a new process at an old address (memberlist)."""
+
+    seq: int
+    target_id: str
+    source_id: str
+    source_addr: str
+
+
+@dataclass(frozen=True, slots=True)
+class PingReq:
+    """Ask the receiver to probe ``target`` for us and relay its ack (SWIM ping-req)."""
+
+    seq: int
+    target_id: str
+    target_addr: str
+    source_id: str
+    source_addr: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """Answer to a :class:`Ping`; ``source_id`` is the probed node (also when relayed)."""
+
+    seq: int
+    source_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Nack:
+    """A relay's "the target did not answer me either" (Lifeguard: lets the prober judge itself)."""
+
+    seq: int
+    source_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Gossip:
+    """A packet that exists only to carry piggybacked updates (memberlist gossip())."""
+
+    source_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PushPull:
+    """A full state exchange (memberlist push/pull). A request is answered with ``reply=True``.
+
+    Sent on join, periodically for anti-entropy, and to retry failed members and seeds. Its size
+    grows with the member table: send it over a stream, not a packet.
+    """
+
+    source_id: str
+    source_addr: str
+    states: tuple[Update, ...]
+    reply: bool = False
+
+
+Message = Ping | PingReq | Ack | Nack | Gossip | PushPull
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """What the shell must send: ``msg`` with ``piggyback`` (possibly empty) to ``to_addr``."""
+
+    to_addr: str
+    msg: Message
+    piggyback: tuple[Update, ...] = ()
+
+
+def estimate_size(obj: Message | Update) -> int:
+    """Rough encoded size in bytes (msgpack-like: a few bytes of framing plus the strings).
+
+    Used to fill packets up to ``max_packet_bytes``; the codec must still enforce real limits.
+    """
+    if isinstance(obj, Alive):
+        return 10 + len(obj.node_id) + len(obj.addr)
+    if isinstance(obj, Suspect | Dead):
+        return 10 + len(obj.node_id) + len(obj.from_id)
+    if isinstance(obj, Ping):
+        return 12 + len(obj.target_id) + len(obj.source_id) + len(obj.source_addr)
+    if isinstance(obj, PingReq):
+        return (
+            14
+            + len(obj.target_id)
+            + len(obj.target_addr)
+            + len(obj.source_id)
+            + len(obj.source_addr)
+        )
+    if isinstance(obj, Ack | Nack):
+        return 8 + len(obj.source_id)
+    if isinstance(obj, Gossip):
+        return 4 + len(obj.source_id)
+    return 8 + len(obj.source_id) + len(obj.source_addr) + sum(map(estimate_size, obj.states))
+
+
+# --------------------------------------------------------------------------------------------
+# The member table as the shell sees it
+
+
+class MemberState(StrEnum):
+    ALIVE = "alive"
+    SUSPECT = "suspect"
+    DEAD = "dead"
+    LEFT = "left"
+
+
+class Member(NamedTuple):
+    """A snapshot of one member. ``state_since_ns`` is on *our* clock."""
+
+    node_id: str
+    addr: str
+    incarnation: int
+    state: MemberState
+    state_since_ns: int
+
+
+EventKind = Literal["joined", "suspect", "alive", "dead", "left"]
+
+
+class MemberEvent(NamedTuple):
+    """A change of another member, for the shell to log, count or act on.
+
+    ``joined``: first seen (or seen again after being forgotten); ``suspect``; ``alive``: back
+    from suspect/dead (a refutation) or moved to a new address; ``dead``: declared failed;
+    ``left``: departed gracefully.
+    """
+
+    kind: EventKind
+    member: Member
+
+
+# --------------------------------------------------------------------------------------------
+# Internals
+
+_ALIVE = MemberState.ALIVE
+_SUSPECT = MemberState.SUSPECT
+_DEAD = MemberState.DEAD
+_LEFT = MemberState.LEFT
+
+_MAX_RELAYS = 1024
+"""Indirect probes we run for others at once; more requests are dropped (a DoS bound)."""
+
+
+class _Node:
+    __slots__ = (
+        "addr",
+        "in_ring",
+        "incarnation",
+        "node_id",
+        "since_ns",
+        "slot",
+        "state",
+        "suspicion",
+    )
+
+    def __init__(
+        self, node_id: str, addr: str, incarnation: int, state: MemberState, since_ns: int
+    ) -> None:
+        self.node_id = node_id
+        self.addr = addr
+        self.incarnation = incarnation
+        self.state = state
+        self.since_ns = since_ns
+        self.slot = -1  # index in the pool of its state (alive, suspect or dead)
+        self.in_ring = False  # present in the probe ring
+        self.suspicion: _Suspicion | None = None
+
+    def snapshot(self) -> Member:
+        return Member(self.node_id, self.addr, self.incarnation, self.state, self.since_ns)
+
+
+class _Pool:
+    """An indexable set of nodes with O(1) add, swap-remove and random access."""
+
+    __slots__ = ("items",)
+
+    def __init__(self) -> None:
+        self.items: list[_Node] = []
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def add(self, node: _Node) -> None:
+        node.slot = len(self.items)
+        self.items.append(node)
+
+    def remove(self, node: _Node) -> None:
+        items = self.items
+        last = items.pop()
+        if last is not node:
+            items[node.slot] = last
+            last.slot = node.slot
+        node.slot = -1
+
+
+class _Suspicion:
+    """Lifeguard's dynamic suspicion timer (memberlist suspicion.go).
+
+    Starts at ``max`` (``min`` when no confirmations can be expected, k < 1) and, with n of the k
+    wanted independent confirmations, falls to ``max - log(n+1)/log(k+1) * (max - min)``.
+    The accuser itself does not count as a confirmation.
+    """
+
+    __slots__ = ("checking", "confirmers", "deadline_ns", "k", "max_ns", "min_ns", "n", "start_ns")
+
+    def __init__(self, from_id: str, k: int, min_ns: int, max_ns: int, start_ns: int) -> None:
+        self.k = k
+        self.n = 0
+        self.min_ns = min_ns
+        self.max_ns = max_ns
+        self.start_ns = start_ns
+        self.confirmers = {from_id}
+        self.deadline_ns = start_ns + (max_ns if k >= 1 else min_ns)
+        self.checking = False  # timer fired; a last probe decides (see Membership._check)
+
+    def confirm(self, from_id: str) -> bool:
+        """Count a new independent confirmation; False if duplicate or already at k."""
+        if self.n >= self.k or from_id in self.confirmers:
+            return False
+        self.confirmers.add(from_id)
+        self.n += 1
+        frac = math.log(self.n + 1) / math.log(self.k + 1)
+        timeout = max(self.min_ns, int(self.max_ns - frac * (self.max_ns - self.min_ns)))
+        self.deadline_ns = self.start_ns + timeout
+        return True
+
+
+class _Probe:
+    __slots__ = (
+        "end_ns",
+        "expected_nacks",
+        "incarnation",
+        "indirect",
+        "nacks",
+        "node",
+        "seq",
+        "timeout_ns",
+    )
+
+    def __init__(self, seq: int, node: _Node, timeout_ns: int, end_ns: int) -> None:
+        self.seq = seq
+        self.node = node
+        self.incarnation = node.incarnation
+        self.timeout_ns = timeout_ns
+        self.end_ns = end_ns
+        self.indirect = False
+        self.expected_nacks = 0
+        self.nacks = 0
+
+
+class _Relay:
+    __slots__ = ("nack_at_ns", "requester_addr", "requester_seq", "seq", "target_id")
+
+    def __init__(
+        self, seq: int, requester_seq: int, requester_addr: str, target_id: str, nack_at_ns: int
+    ) -> None:
+        self.seq = seq
+        self.requester_seq = requester_seq
+        self.requester_addr = requester_addr
+        self.target_id = target_id
+        self.nack_at_ns = nack_at_ns
+
+
+# --------------------------------------------------------------------------------------------
+# The state machine
+
+
+class Membership:
+    """One node's view of the cluster, driven by :meth:`tick` and :meth:`on_message`.
+
+    Every method is O(1) in the cluster size except the whole-table ones (:meth:`members`,
+    :meth:`local_state`, :meth:`merge_state`, the push/pull they serve) and the reshuffle of the
+    probe order once per full pass (amortised O(1) per probe, as memberlist's ``resetNodes``).
+    """
+
+    def __init__(
+        self,
+        self_id: str,
+        self_addr: str,
+        config: SwimConfig,
+        rng: random.Random,
+        seeds: Sequence[str] = (),
+    ) -> None:
+        if not self_id:
+            raise ConfigError("node id must not be empty")
+        if not self_addr:
+            raise ConfigError("node address must not be empty")
+        self._id = self_id
+        self._addr = self_addr
+        self._cfg = config
+        self._rng = rng
+        self._seeds: tuple[str, ...] = tuple(dict.fromkeys(s for s in seeds if s != self_addr))
+
+        self._me = _Node(self_id, self_addr, 0, _ALIVE, 0)
+        self._nodes: dict[str, _Node] = {self_id: self._me}
+        self._by_addr: dict[str, _Node] = {self_addr: self._me}
+        self._alive = _Pool()  # ALIVE members other than us
+        self._suspect = _Pool()
+        self._dead = _Pool()  # failed (not left) members still kept for reconnects
+        self._left = False
+
+        self._queue: TransmitLimitedQueue[Update] = TransmitLimitedQueue(
+            config.retransmit_mult, config.max_queued_broadcasts
+        )
+        self._rebroadcast = True
+        self._accused = False  # the message being handled accused us (see _correct)
+        self._events: deque[MemberEvent] = deque()
+        self.events_dropped = 0
+        self._state_cache: tuple[Update, ...] | None = None
+
+        # probing (SWIM §4.3: round-robin over a list shuffled once per pass)
+        self._ring: list[_Node] = []
+        self._ring_idx = 0
+        self._probe: _Probe | None = None
+        self._seq = 0
+        self._awareness = 0
+        self._relays: dict[int, _Relay] = {}
+        self._relay_queue: deque[_Relay] = deque()  # FIFO: every relay lives probe_timeout_ns
+        self._checks: deque[tuple[_Node, _Suspicion]] = deque()  # expired suspicions to probe
+
+        # timers
+        self._started = False
+        self._now_ns = 0  # the latest now_ns we were given
+        self._next_probe_ns = 0
+        self._next_gossip_ns = 0
+        self._next_push_pull_ns = 0
+        self._next_reconnect_ns = 0
+        self._suspicions: list[tuple[int, int, str, _Suspicion]] = []  # heap by deadline
+        self._heap_seq = 0
+        self._reap_left: deque[tuple[int, _Node]] = deque()  # FIFO: constant retention
+        self._reap_dead: deque[tuple[int, _Node]] = deque()
+        self._tombstones: dict[str, tuple[int, int]] = {}  # node_id -> (incarnation, until_ns)
+        self._tomb_queue: deque[tuple[int, str]] = deque()
+
+        # memberlist setAlive(): our own Alive is the first thing we gossip.
+        self._queue_update(Alive(self_id, self_addr, 0))
+
+    # ---------------------------------------------------------------- queries
+
+    @property
+    def self_id(self) -> str:
+        return self._id
+
+    @property
+    def self_addr(self) -> str:
+        return self._addr
+
+    @property
+    def config(self) -> SwimConfig:
+        return self._cfg
+
+    @property
+    def incarnation(self) -> int:
+        """Our own incarnation number; it grows each time we refute a suspicion (SWIM §4.2)."""
+        return self._me.incarnation
+
+    @property
+    def health_score(self) -> int:
+        """Lifeguard's local health score, 0 (healthy) to ``awareness_max - 1``."""
+        return self._awareness
+
+    @property
+    def has_left(self) -> bool:
+        return self._left
+
+    @property
+    def seeds(self) -> tuple[str, ...]:
+        return self._seeds
+
+    def pending_broadcasts(self) -> int:
+        """Updates still waiting to be sent (after :meth:`leave`: wait for 0 or a deadline)."""
+        return len(self._queue)
+
+    def get(self, node_id: str) -> Member | None:
+        """The member ``node_id`` (ourselves included), or None if unknown or forgotten."""
+        node = self._nodes.get(node_id)
+        return None if node is None else node.snapshot()
+
+    def members(self) -> list[Member]:
+        """Every known member in every state, ourselves included. O(N)."""
+        return [node.snapshot() for node in self._nodes.values()]
+
+    def alive_ids(self) -> list[str]:
+        """Ids of members in state ALIVE, ourselves included (unless we left); unordered. O(N)."""
+        ids = [node.node_id for node in self._alive.items]
+        if not self._left:
+            ids.append(self._id)
+        return ids
+
+    def num_alive(self) -> int:
+        """``len(alive_ids())`` in O(1)."""
+        return len(self._alive) + (0 if self._left else 1)
+
+    def num_members(self) -> int:
+        """Members not dead or left (alive or suspect), ourselves included: SWIM's N. O(1)."""
+        return 1 + len(self._alive) + len(self._suspect)
+
+    def random_alive(self, k: int, exclude: Collection[str] = ()) -> list[Member]:
+        """Up to ``k`` distinct random ALIVE members other than us, none in ``exclude``. O(k)."""
+        return [node.snapshot() for node in self._sample((self._alive,), k, exclude)]
+
+    def drain_events(self) -> list[MemberEvent]:
+        """The member events since the last call, oldest first."""
+        events = list(self._events)
+        self._events.clear()
+        return events
+
+    def next_deadline_ns(self) -> int:
+        """The earliest time at which :meth:`tick` has work to do.
+
+        Any message handled in the meantime may bring it forward; ask again after every call.
+        Before the first call of any method taking ``now_ns`` this is 0 (tick at once).
+        """
+        if not self._started:
+            return 0
+        cfg = self._cfg
+        best = NEVER_NS
+        if not self._left:
+            probe = self._probe
+            if probe is None:
+                best = self._now_ns if self._checks else self._next_probe_ns
+            else:
+                best = probe.end_ns if probe.indirect else probe.timeout_ns
+            if cfg.push_pull_interval_ns and self._next_push_pull_ns < best:
+                best = self._next_push_pull_ns
+            if cfg.reconnect_interval_ns and self._next_reconnect_ns < best:
+                best = self._next_reconnect_ns
+        if self._next_gossip_ns < best and self._gossip_due_possible():
+            best = self._next_gossip_ns
+        if self._relay_queue and self._relay_queue[0].nack_at_ns < best:
+            best = self._relay_queue[0].nack_at_ns
+        heap = self._suspicions
+        while heap and heap[0][3] is not self._live_suspicion(heap[0][2]):
+            heapq.heappop(heap)  # stale: refuted, confirmed earlier, or declared dead
+        if heap and heap[0][0] < best:
+            best = heap[0][0]
+        for fifo in (self._reap_left, self._reap_dead):
+            if fifo and fifo[0][0] < best:
+                best = fifo[0][0]
+        if self._tomb_queue and self._tomb_queue[0][0] < best:
+            best = self._tomb_queue[0][0]
+        return best
+
+    # ---------------------------------------------------------------- driving
+
+    def join(self, now_ns: int) -> list[Send]:
+        """Start a full state exchange with every seed (memberlist Join)."""
+        self._start(now_ns)
+        if self._left:
+            return []
+        request = self._push_pull_request()
+        return [Send(seed, request) for seed in self._seeds]
+
+    def tick(self, now_ns: int) -> list[Send]:
+        """Do every time-based step that is due at ``now_ns`` and return what to send."""
+        self._start(now_ns)
+        out: list[Send] = []
+        self._expire_relays(now_ns, out)
+        self._expire_suspicions(now_ns)
+        if not self._left:
+            self._step_probe(now_ns, out)
+        cfg = self._cfg
+        if self._gossip_due_possible() and now_ns >= self._next_gossip_ns:
+            self._gossip(out)
+            self._next_gossip_ns = now_ns + cfg.gossip_interval_ns
+        if not self._left:
+            if cfg.push_pull_interval_ns and now_ns >= self._next_push_pull_ns:
+                self._push_pull_random(out)
+                self._next_push_pull_ns = now_ns + push_pull_interval_ns(
+                    cfg.push_pull_interval_ns, self.num_members()
+                )
+            if cfg.reconnect_interval_ns and now_ns >= self._next_reconnect_ns:
+                self._reconnect(out)
+                self._next_reconnect_ns = now_ns + cfg.reconnect_interval_ns
+        self._reap(now_ns)
+        return out
+
+    def on_message(self, msg: Message, piggyback: Iterable[Update], now_ns: int) -> list[Send]:
+        """Handle one received message and its piggybacked updates; return the replies."""
+        self._start(now_ns)
+        self._accused = False
+        for update in piggyback:
+            self._apply(update, now_ns)
+        if isinstance(msg, Ping):
+            return self._on_ping(msg)
+        out: list[Send] = []
+        if isinstance(msg, Ack):
+            out = self._on_ack(msg)
+        elif isinstance(msg, PingReq):
+            out = self._on_ping_req(msg, now_ns)
+        elif isinstance(msg, Nack):
+            probe = self._probe
+            if probe is not None and probe.seq == msg.seq:
+                probe.nacks += 1
+        elif isinstance(msg, PushPull):
+            self.merge_state(msg.states, now_ns)
+            if not msg.reply and not self._left:
+                reply = PushPull(self._id, self._addr, self._local_state_tuple(), reply=True)
+                return [Send(msg.source_addr, reply)]  # carries our Alive anyway
+        # (Gossip: the piggyback was the message.)
+        if self._accused:
+            self._correct(msg, out)
+        return out
+
+    def local_state(self) -> list[Update]:
+        """Our whole table as updates, for a push/pull (memberlist pushNodeState list)."""
+        return list(self._local_state_tuple())
+
+    def merge_state(
+        self, updates: Iterable[Update], now_ns: int, *, rebroadcast: bool = True
+    ) -> None:
+        """Merge a remote full state (memberlist mergeRemoteState).
+
+        As memberlist does, a remote "dead" only makes us *suspect* the member (we run our own
+        suspicion timer); a remote "left" is applied as is. Accepted changes are re-gossiped
+        unless ``rebroadcast`` is False (loading a snapshot, or a simulator's initial view).
+        """
+        # Not _start(): loading a view before the first tick must not fix timers for N = 1.
+        self._now_ns = now_ns
+        self._rebroadcast = rebroadcast
+        try:
+            for update in updates:
+                if isinstance(update, Alive):
+                    self._on_alive(update, now_ns)
+                elif isinstance(update, Dead) and update.left:
+                    self._on_dead(update, now_ns)
+                else:
+                    self._on_suspect(Suspect(update.node_id, update.incarnation, self._id), now_ns)
+        finally:
+            self._rebroadcast = True
+
+    def leave(self, now_ns: int) -> list[Send]:
+        """Leave gracefully: gossip ``Dead(self, from=self)``, i.e. *left* (memberlist Leave).
+
+        Keep delivering messages and ticking until :meth:`pending_broadcasts` is 0 (or a short
+        deadline passes), then stop. Probing, push/pull and reconnects stop at once; leaving
+        is final for this ``node_id``.
+        """
+        self._start(now_ns)
+        if self._left:
+            return []
+        self._left = True
+        me = self._me
+        me.state = _LEFT
+        me.since_ns = now_ns
+        self._probe = None
+        self._state_cache = None
+        self._queue_update(Dead(self._id, me.incarnation, self._id))
+        targets = self._sample((self._alive, self._suspect), self._cfg.gossip_nodes, ())
+        return [self._packet(node.addr, Gossip(self._id)) for node in targets]
+
+    # ---------------------------------------------------------------- probe cycle
+
+    def _start(self, now_ns: int) -> None:
+        self._now_ns = now_ns
+        if self._started:
+            return
+        self._started = True
+        cfg = self._cfg
+        rng = self._rng
+        # Random stagger so that nodes started together do not probe in lock step
+        # (memberlist staggers push/pull the same way).
+        self._next_probe_ns = now_ns + rng.randrange(cfg.probe_interval_ns)
+        self._next_gossip_ns = now_ns + rng.randrange(max(1, cfg.gossip_interval_ns))
+        pp = push_pull_interval_ns(max(1, cfg.push_pull_interval_ns), self.num_members())
+        self._next_push_pull_ns = now_ns + rng.randrange(pp)
+        self._next_reconnect_ns = now_ns + rng.randrange(max(1, cfg.reconnect_interval_ns))
+
+    def _step_probe(self, now_ns: int, out: list[Send]) -> None:
+        probe = self._probe
+        if probe is not None:
+            if not probe.indirect and now_ns >= probe.timeout_ns:
+                self._send_indirect(probe, now_ns, out)
+            if now_ns >= probe.end_ns:
+                self._probe = None
+                self._probe_failed(probe, now_ns)
+        if self._probe is None and (now_ns >= self._next_probe_ns or self._checks):
+            self._start_probe(now_ns, out)
+
+    def _start_probe(self, now_ns: int, out: list[Send]) -> None:
+        cfg = self._cfg
+        # Lifeguard LHA-probe: a node that seems unhealthy itself stretches its probe interval
+        # (memberlist awareness.ScaleTimeout), giving acks and nacks more time before it accuses.
+        interval = cfg.probe_interval_ns * (self._awareness + 1)
+        self._next_probe_ns = now_ns + interval
+        node = self._next_check() or self._next_target()
+        if node is None:
+            return
+        self._seq = (self._seq + 1) & 0xFFFFFFFF
+        probe = _Probe(self._seq, node, now_ns + cfg.probe_timeout_ns, now_ns + interval)
+        self._probe = probe
+        ping = Ping(probe.seq, node.node_id, self._id, self._addr)
+        if node.state is _ALIVE:
+            out.append(self._packet(node.addr, ping))
+        else:
+            # Lifeguard buddy system (memberlist probeNode): tell a suspect it is suspected.
+            accuse = Suspect(node.node_id, node.incarnation, self._id)
+            out.append(self._packet(node.addr, ping, (accuse,)))
+
+    def _send_indirect(self, probe: _Probe, now_ns: int, out: list[Send]) -> None:
+        probe.indirect = True
+        # A late tick must not eat the indirect phase: give it its nominal length from now.
+        window = probe.end_ns - probe.timeout_ns
+        if now_ns + window > probe.end_ns:
+            probe.end_ns = now_ns + window
+            self._next_probe_ns = max(self._next_probe_ns, probe.end_ns)
+        target = probe.node
+        # SWIM §3.1: k random members that are ALIVE (memberlist: not us, not the target).
+        helpers = self._sample((self._alive,), self._cfg.indirect_checks, (target.node_id,))
+        request = PingReq(probe.seq, target.node_id, target.addr, self._id, self._addr)
+        for helper in helpers:
+            out.append(self._packet(helper.addr, request))
+        probe.expected_nacks = len(helpers)
+
+    def _probe_failed(self, probe: _Probe, now_ns: int) -> None:
+        # Lifeguard LHA: a missing nack says *we* may be the slow one (memberlist probeNode).
+        if probe.expected_nacks > 0:
+            self._adjust_health(max(0, probe.expected_nacks - probe.nacks))
+        else:
+            self._adjust_health(1)
+        node = probe.node
+        if self._nodes.get(node.node_id) is node and node.state in (_ALIVE, _SUSPECT):
+            self._on_suspect(Suspect(node.node_id, probe.incarnation, self._id), now_ns)
+            suspicion = node.suspicion
+            if suspicion is not None and suspicion.checking:
+                # The last probe failed too: the suspicion stands (memberlist's timeout).
+                self._on_dead(Dead(node.node_id, node.incarnation, self._id), now_ns)
+
+    def _next_target(self) -> _Node | None:
+        """The next ALIVE or SUSPECT member of the shuffled ring; reshuffle after a full pass."""
+        for _ in range(2):
+            ring = self._ring
+            while self._ring_idx < len(ring):
+                node = ring[self._ring_idx]
+                self._ring_idx += 1
+                if (node.state is _ALIVE or node.state is _SUSPECT) and self._nodes.get(
+                    node.node_id
+                ) is node:
+                    return node
+            self._rebuild_ring()
+            if not self._ring:
+                return None
+        return None
+
+    def _rebuild_ring(self) -> None:
+        for node in self._ring:
+            node.in_ring = False
+        ring = [*self._alive.items, *self._suspect.items]
+        self._rng.shuffle(ring)
+        for node in ring:
+            node.in_ring = True
+        self._ring = ring
+        self._ring_idx = 0
+
+    def _ring_insert(self, node: _Node) -> None:
+        # memberlist aliveNode: append and swap with a random offset, so that a new member is
+        # probed after a random delay rather than always at the end of the pass.
+        if node.in_ring:
+            return
+        node.in_ring = True
+        ring = self._ring
+        n = len(ring)
+        ring.append(node)
+        offset = int(self._rng.random() * (n + 1))  # randrange costs 10x more
+        ring[offset], ring[n] = ring[n], ring[offset]
+
+    def _adjust_health(self, delta: int) -> None:
+        score = self._awareness + delta
+        self._awareness = min(max(score, 0), self._cfg.awareness_max - 1)
+
+    def _correct(self, msg: Message, out: list[Send]) -> None:
+        """Send our current Alive straight back to whoever just told us we are suspect or dead.
+
+        Gossip reaches each member only with high probability: at 50 nodes and 10 % loss about
+        one member in 1,500 misses a given refutation entirely and would later declare us dead
+        on its own. Whoever still sends an accusation about us (buddy Suspect on a probe, a
+        re-gossiped Suspect, a merged state) is by construction behind on us, so it gets the
+        refutation point to point. Triggered only by accusations, so it costs nothing when
+        healthy.
+        """
+        if isinstance(msg, PushPull):
+            addr: str | None = msg.source_addr
+        else:
+            source = self._nodes.get(msg.source_id)
+            addr = None if source is None or source is self._me else source.addr
+        if addr is not None and not self._left:
+            out.append(self._packet(addr, Gossip(self._id), (self._my_alive(),)))
+
+    def _my_alive(self) -> Alive:
+        return Alive(self._id, self._addr, self._me.incarnation)
+
+    def _on_ping(self, msg: Ping) -> list[Send]:
+        if msg.target_id != self._id:
+            return []  # meant for an earlier process at this address (memberlist handlePing)
+        first: tuple[Update, ...] = (self._my_alive(),) if self._accused else ()
+        source = self._nodes.get(msg.source_id)
+        if source is not None and source is not self._me:
+            if source.state is _SUSPECT:
+                first += (Suspect(source.node_id, source.incarnation, self._id),)
+            elif source.state is _DEAD:
+                first += (Dead(source.node_id, source.incarnation, self._id),)
+        return [self._packet(msg.source_addr, Ack(msg.seq, self._id), first)]
+
+    def _on_ack(self, msg: Ack) -> list[Send]:
+        probe = self._probe
+        if probe is not None and probe.seq == msg.seq:
+            self._probe = None
+            self._adjust_health(-1)
+            suspicion = probe.node.suspicion
+            if suspicion is not None and suspicion.checking:
+                # Alive after all, but we still lack its refutation (a relayed ack carries
+                # none): keep suspecting and look again after the minimum timeout.
+                suspicion.checking = False
+                suspicion.deadline_ns = self._now_ns + suspicion.min_ns
+                self._push_suspicion(probe.node, suspicion)
+            return []
+        relay = self._relays.pop(msg.seq, None)
+        if relay is None:
+            return []  # late or unknown: the probe is over
+        ack = Ack(relay.requester_seq, relay.target_id)
+        return [self._packet(relay.requester_addr, ack)]
+
+    def _on_ping_req(self, msg: PingReq, now_ns: int) -> list[Send]:
+        if msg.target_id == self._id:
+            return [self._packet(msg.source_addr, Ack(msg.seq, self._id))]
+        if len(self._relays) >= _MAX_RELAYS:
+            return []
+        self._seq = (self._seq + 1) & 0xFFFFFFFF
+        # memberlist handleIndirectPing: our own ping, an ack handler that relays, and a nack
+        # after the (unscaled) probe timeout if the target stays silent.
+        relay = _Relay(
+            self._seq, msg.seq, msg.source_addr, msg.target_id, now_ns + self._cfg.probe_timeout_ns
+        )
+        self._relays[relay.seq] = relay
+        self._relay_queue.append(relay)
+        ping = Ping(relay.seq, msg.target_id, self._id, self._addr)
+        return [self._packet(msg.target_addr, ping)]
+
+    def _expire_relays(self, now_ns: int, out: list[Send]) -> None:
+        queue = self._relay_queue
+        while queue and queue[0].nack_at_ns <= now_ns:
+            relay = queue.popleft()
+            if self._relays.pop(relay.seq, None) is relay:
+                out.append(self._packet(relay.requester_addr, Nack(relay.requester_seq, self._id)))
+
+    # ---------------------------------------------------------------- suspicion
+
+    def _live_suspicion(self, node_id: str) -> _Suspicion | None:
+        node = self._nodes.get(node_id)
+        return None if node is None else node.suspicion
+
+    def _push_suspicion(self, node: _Node, suspicion: _Suspicion) -> None:
+        self._heap_seq += 1
+        entry = (suspicion.deadline_ns, self._heap_seq, node.node_id, suspicion)
+        heapq.heappush(self._suspicions, entry)
+
+    def _expire_suspicions(self, now_ns: int) -> None:
+        heap = self._suspicions
+        while heap and heap[0][0] <= now_ns:
+            deadline, _, node_id, suspicion = heapq.heappop(heap)
+            node = self._nodes.get(node_id)
+            if node is None or node.suspicion is not suspicion or suspicion.deadline_ns != deadline:
+                continue  # refuted, re-scheduled by a confirmation, or already dead
+            if self._left:
+                # memberlist suspectNode's timeout: dead at its current incarnation.
+                self._on_dead(Dead(node_id, node.incarnation, self._id), now_ns)
+            elif not suspicion.checking:
+                suspicion.checking = True
+                self._checks.append((node, suspicion))
+
+    def _next_check(self) -> _Node | None:
+        """The suspect whose timer fired, to be probed one last time before it is declared dead.
+
+        Not in memberlist, which declares dead when the timer fires. Gossip reaches each member
+        only with high probability, so a member that missed every copy of a refutation would
+        declare a live node dead (at 50 nodes and 10 % loss, about one false death per 20
+        minutes). The last probe carries the buddy ``Suspect``; a live target answers with its
+        ack and (see ``_correct``) its current ``Alive``, which refutes. Costs one probe per
+        suspicion that times out here, and at most one probe interval of detection time.
+        """
+        checks = self._checks
+        while checks:
+            node, suspicion = checks.popleft()
+            if (
+                suspicion.checking
+                and node.suspicion is suspicion
+                and self._nodes.get(node.node_id) is node
+            ):
+                return node
+        return None
+
+    # ---------------------------------------------------------------- updates (SWIM §4.2)
+
+    def _apply(self, update: Update, now_ns: int) -> None:
+        if isinstance(update, Alive):
+            self._on_alive(update, now_ns)
+        elif isinstance(update, Suspect):
+            self._on_suspect(update, now_ns)
+        else:
+            self._on_dead(update, now_ns)
+
+    def _on_alive(self, a: Alive, now_ns: int) -> None:
+        node = self._nodes.get(a.node_id)
+        if node is self._me:
+            # Someone claims to be us with a newer incarnation, or elsewhere: out-bid it.
+            if not self._left and (
+                a.incarnation > self._me.incarnation
+                or (a.incarnation == self._me.incarnation and a.addr != self._addr)
+            ):
+                self._refute(a.incarnation)
+            return
+        if node is None:
+            tomb = self._tombstones.get(a.node_id)
+            if tomb is not None:
+                if a.incarnation <= tomb[0]:
+                    return  # quarantined: stale gossip about a member we forgot
+                del self._tombstones[a.node_id]
+            node = _Node(a.node_id, a.addr, a.incarnation, _ALIVE, now_ns)
+            self._nodes[a.node_id] = node
+            self._alive.add(node)
+            self._ring_insert(node)
+            self._claim_addr(node, now_ns)
+            self._state_cache = None
+            self._emit("joined", node)
+            self._broadcast(a)
+            return
+        # SWIM: only a strictly newer incarnation overrides what we know.
+        if a.incarnation <= node.incarnation:
+            return
+        node.suspicion = None
+        node.incarnation = a.incarnation
+        moved = a.addr != node.addr
+        if moved:
+            if self._by_addr.get(node.addr) is node:
+                del self._by_addr[node.addr]
+            node.addr = a.addr
+            self._claim_addr(node, now_ns)
+        self._state_cache = None
+        if node.state is not _ALIVE:
+            self._set_state(node, _ALIVE, now_ns)
+            self._emit("alive", node)
+        elif moved:
+            self._emit("alive", node)
+        self._broadcast(a)
+
+    def _on_suspect(self, s: Suspect, now_ns: int) -> None:
+        node = self._nodes.get(s.node_id)
+        if node is None:
+            return  # never heard of it (or forgotten): nothing to suspect
+        if node is self._me:
+            if not self._left:
+                self._accused = True
+                if s.incarnation >= self._me.incarnation:
+                    self._refute(s.incarnation)
+            return
+        if s.incarnation < node.incarnation:
+            return
+        suspicion = node.suspicion
+        if suspicion is not None:
+            # Lifeguard: an independent accuser shortens the timer; re-gossip so that others
+            # count it too (memberlist suspectNode).
+            if suspicion.confirm(s.from_id):
+                if not suspicion.checking:  # else the last probe under way decides
+                    self._push_suspicion(node, suspicion)
+                self._broadcast(s)
+            return
+        if node.state is not _ALIVE:
+            return
+        node.incarnation = s.incarnation
+        self._set_state(node, _SUSPECT, now_ns)
+        self._state_cache = None
+        cfg = self._cfg
+        n = self.num_members()
+        # memberlist: k = mult - 2 confirmations wanted, none if the cluster cannot supply them
+        # (n - 2: neither we nor the suspect can confirm).
+        k = cfg.suspicion_mult - 2
+        if n - 2 < k:
+            k = 0
+        min_ns = suspicion_timeout_ns(cfg.suspicion_mult, n, cfg.probe_interval_ns)
+        max_ns = cfg.suspicion_max_timeout_mult * min_ns
+        node.suspicion = _Suspicion(s.from_id, k, min_ns, max_ns, now_ns)
+        self._push_suspicion(node, node.suspicion)
+        self._emit("suspect", node)
+        self._broadcast(s)
+
+    def _on_dead(self, d: Dead, now_ns: int) -> None:
+        node = self._nodes.get(d.node_id)
+        if node is None:
+            return
+        if node is self._me:
+            # memberlist deadNode: refute unless we are the one leaving.
+            if not self._left:
+                self._accused = True
+                if d.incarnation >= self._me.incarnation:
+                    self._refute(d.incarnation)
+            return
+        if d.incarnation < node.incarnation:
+            return
+        node.suspicion = None
+        if node.state is _LEFT or (node.state is _DEAD and not d.left):
+            return
+        # (DEAD -> LEFT is accepted: a member that said goodbye must not be retried for hours.)
+        node.incarnation = d.incarnation
+        self._set_state(node, _LEFT if d.left else _DEAD, now_ns)
+        self._state_cache = None
+        self._emit("left" if d.left else "dead", node)
+        self._broadcast(d)
+        if self._by_addr.get(node.addr) is not node:
+            self._forget(node, now_ns)  # a newer member already took its address
+
+    def _refute(self, accused_incarnation: int) -> None:
+        """SWIM §4.2 / memberlist refute: out-bid the accusation and gossip that we are alive."""
+        me = self._me
+        me.incarnation = max(me.incarnation, accused_incarnation) + 1
+        self._state_cache = None
+        # Lifeguard: being accused is a sign that we may be the slow one.
+        self._adjust_health(1)
+        self._queue_update(self._my_alive())
+
+    def _set_state(self, node: _Node, state: MemberState, now_ns: int) -> None:
+        old = node.state
+        if old is _ALIVE:
+            self._alive.remove(node)
+        elif old is _SUSPECT:
+            self._suspect.remove(node)
+        elif old is _DEAD:
+            self._dead.remove(node)
+        node.state = state
+        node.since_ns = now_ns
+        if state is _ALIVE:
+            self._alive.add(node)
+            self._ring_insert(node)
+        elif state is _SUSPECT:
+            self._suspect.add(node)
+            self._ring_insert(node)
+        elif state is _DEAD:
+            self._dead.add(node)
+            self._reap_dead.append((now_ns + self._cfg.reconnect_timeout_ns, node))
+        else:
+            self._reap_left.append((now_ns + self._cfg.gossip_to_dead_ns, node))
+
+    def _claim_addr(self, node: _Node, now_ns: int) -> None:
+        previous = self._by_addr.get(node.addr)
+        if previous is self._me:
+            return  # a stranger claims our address; our own entry stays authoritative
+        self._by_addr[node.addr] = node
+        if previous is not None and previous is not node and previous.state in (_DEAD, _LEFT):
+            self._forget(previous, now_ns)  # a new process replaced it at that address
+
+    def _forget(self, node: _Node, now_ns: int) -> None:
+        if self._nodes.get(node.node_id) is not node:
+            return
+        del self._nodes[node.node_id]
+        if node.state is _DEAD:
+            self._dead.remove(node)
+        elif node.state is _ALIVE:
+            self._alive.remove(node)
+        elif node.state is _SUSPECT:
+            self._suspect.remove(node)
+        if self._by_addr.get(node.addr) is node:
+            del self._by_addr[node.addr]
+        node.suspicion = None
+        until = now_ns + self._cfg.quarantine_ns
+        self._tombstones[node.node_id] = (node.incarnation, until)
+        self._tomb_queue.append((until, node.node_id))
+        self._state_cache = None
+
+    def _reap(self, now_ns: int) -> None:
+        cfg = self._cfg
+        for queue, state, keep in (
+            (self._reap_left, _LEFT, cfg.gossip_to_dead_ns),
+            (self._reap_dead, _DEAD, cfg.reconnect_timeout_ns),
+        ):
+            while queue and queue[0][0] <= now_ns:
+                _, node = queue.popleft()
+                if node.state is state and node.since_ns + keep <= now_ns:
+                    self._forget(node, now_ns)
+        tombs = self._tomb_queue
+        while tombs and tombs[0][0] <= now_ns:
+            _, node_id = tombs.popleft()
+            tomb = self._tombstones.get(node_id)
+            if tomb is not None and tomb[1] <= now_ns:
+                del self._tombstones[node_id]
+
+    # ---------------------------------------------------------------- dissemination
+
+    def _emit(self, kind: EventKind, node: _Node) -> None:
+        if len(self._events) >= self._cfg.max_events:
+            self._events.popleft()
+            self.events_dropped += 1
+        self._events.append(MemberEvent(kind, node.snapshot()))
+
+    def _broadcast(self, update: Update) -> None:
+        if self._rebroadcast:
+            self._queue_update(update)
+
+    def _queue_update(self, update: Update) -> None:
+        # memberlist NamedBroadcast keyed by node: the newest word about a node replaces the older.
+        self._queue.queue(update.node_id, update, estimate_size(update))
+
+    def _packet(self, to_addr: str, msg: Message, first: tuple[Update, ...] = ()) -> Send:
+        """``msg`` to ``to_addr`` with ``first`` and then as much queued gossip as fits."""
+        budget = self._cfg.max_packet_bytes - estimate_size(msg)
+        for update in first:
+            budget -= estimate_size(update)
+        if not self._queue or budget <= 0:
+            return Send(to_addr, msg, first)
+        taken = self._queue.take(budget, self.num_members())
+        return Send(to_addr, msg, (*first, *taken) if first else tuple(taken))
+
+    def _gossip_due_possible(self) -> bool:
+        """Gossip rounds happen only with news to send and someone to send it to."""
+        cfg = self._cfg
+        return bool(
+            self._queue
+            and cfg.gossip_interval_ns
+            and cfg.gossip_nodes
+            and (self._alive.items or self._suspect.items)
+        )
+
+    def _gossip(self, out: list[Send]) -> None:
+        # memberlist gossip(): a few random live members, one packet each, while there is news.
+        targets = self._sample((self._alive, self._suspect), self._cfg.gossip_nodes, ())
+        budget = self._cfg.max_packet_bytes - estimate_size(Gossip(self._id))
+        for node in targets:
+            taken = self._queue.take(budget, self.num_members())
+            if not taken:
+                return
+            out.append(Send(node.addr, Gossip(self._id), tuple(taken)))
+
+    # ---------------------------------------------------------------- push/pull and healing
+
+    def _local_state_tuple(self) -> tuple[Update, ...]:
+        cached = self._state_cache
+        if cached is not None:
+            return cached
+        states: list[Update] = []
+        me = self._id
+        for node in self._nodes.values():
+            state = node.state
+            if state is _ALIVE:
+                states.append(Alive(node.node_id, node.addr, node.incarnation))
+            elif state is _SUSPECT:
+                states.append(Suspect(node.node_id, node.incarnation, me))
+            elif state is _DEAD:
+                states.append(Dead(node.node_id, node.incarnation, me))
+            else:
+                states.append(Dead(node.node_id, node.incarnation, node.node_id))
+        self._state_cache = cached = tuple(states)
+        return cached
+
+    def _push_pull_request(self) -> PushPull:
+        return PushPull(self._id, self._addr, self._local_state_tuple())
+
+    def _push_pull_random(self, out: list[Send]) -> None:
+        # memberlist pushPull(): one random ALIVE member.
+        for node in self._sample((self._alive,), 1, ()):
+            out.append(Send(node.addr, self._push_pull_request()))
+
+    def _reconnect(self, out: list[Send]) -> None:
+        """Serf reconnect(): retry one failed member with probability failed / alive; and seeds.
+
+        The probability makes the cluster as a whole try each failed member about once per
+        interval; in a partition (failed >= alive) every node tries, which is what heals it.
+        """
+        others = max(1, len(self._alive) + len(self._suspect))
+        rng = self._rng
+        dead = self._dead.items
+        if dead and rng.random() < len(dead) / others:
+            node = dead[rng.randrange(len(dead))]
+            if self._by_addr.get(node.addr) is node:
+                out.append(Send(node.addr, self._push_pull_request()))
+        seeds = [seed for seed in self._seeds if not self._is_live_addr(seed)]
+        if seeds and rng.random() < len(seeds) / others:
+            out.append(Send(seeds[rng.randrange(len(seeds))], self._push_pull_request()))
+
+    def _is_live_addr(self, addr: str) -> bool:
+        node = self._by_addr.get(addr)
+        return node is not None and (node.state is _ALIVE or node.state is _SUSPECT)
+
+    # ---------------------------------------------------------------- sampling
+
+    def _sample(self, pools: tuple[_Pool, ...], k: int, exclude: Collection[str]) -> list[_Node]:
+        """Up to ``k`` distinct random nodes from the union of ``pools``, skipping ``exclude``.
+
+        O(k) expected: random indices with rejection while the pools are large compared with
+        k + len(exclude); a filtered shuffle when they are not (memberlist kRandomNodes).
+        """
+        total = sum(len(pool) for pool in pools)
+        if k <= 0 or total == 0:
+            return []
+        rng = self._rng
+        if total <= 3 * (k + len(exclude)):
+            candidates = [
+                node for pool in pools for node in pool.items if node.node_id not in exclude
+            ]
+            if len(candidates) > k:
+                return rng.sample(candidates, k)
+            rng.shuffle(candidates)
+            return candidates
+        chosen: list[_Node] = []
+        seen: set[int] = set()
+        tries = 4 * (k + len(exclude)) + 16
+        while len(chosen) < k and tries:
+            tries -= 1
+            index = int(rng.random() * total)
+            if index in seen:
+                continue
+            seen.add(index)
+            for pool in pools:
+                if index < len(pool):
+                    node = pool.items[index]
+                    if node.node_id not in exclude:
+                        chosen.append(node)
+                    break
+                index -= len(pool)
+        return chosen
