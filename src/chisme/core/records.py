@@ -65,6 +65,8 @@ class Provider(NamedTuple):
 
 def peer_id_text(peer_id: bytes) -> str:
     """The text of a peer id: UTF-8 when it is, else Latin-1 (BitTorrent ids are raw bytes)."""
+    if peer_id.isascii():
+        return peer_id.decode("ascii")
     try:
         return peer_id.decode("utf-8")
     except UnicodeDecodeError:

@@ -531,8 +531,25 @@ class Store:
         if swarm is None:
             return []
         cutoff = now_ns - self.ttl_ns
-        seen, origins = swarm.seen, swarm.origins
-        live = [i for i in range(len(seen)) if self._alive(seen[i], origins[i], cutoff, now_ns)]
+        seen = swarm.seen
+        n = len(seen)
+        live: Sequence[int]
+        if swarm.min_seen >= cutoff:  # a lower bound: every slot is live
+            live = range(n)
+        elif self._leases:
+            origins = swarm.origins
+            live = [i for i in range(n) if self._alive(seen[i], origins[i], cutoff, now_ns)]
+        else:
+            live = [i for i in range(n) if seen[i] >= cutoff]
+        if 0 < limit < len(live):
+            # Records are built only for the ``limit`` freshest slots and those tied with the
+            # last of them: lookup_rank orders by ``last_seen_ns`` first.
+            top = sorted(live, key=seen.__getitem__, reverse=True)
+            edge = seen[top[limit - 1]]
+            k = limit
+            while k < len(top) and seen[top[k]] == edge:
+                k += 1
+            live = top[:k]
         recs = sorted((swarm.record(i) for i in live), key=lookup_rank, reverse=True)
         return recs[:limit] if limit > 0 else recs
 
