@@ -6,7 +6,7 @@ Gauges about the store are read at scrape time through callbacks: counting costs
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from prometheus_client import (
     CollectorRegistry,
@@ -16,6 +16,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, Metric
 
 # the *_created series only add noise to every counter
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -57,11 +58,12 @@ class Metrics:
         )
         self.members = Gauge("chisme_members", "Cluster members", ["state"], registry=r)
         # BitTorrent tracker front ends
-        self.announces = Counter(
-            "chisme_tracker_announces", "Tracker announces", ["protocol", "outcome"], registry=r
+        # Counted once per request on the tracker's hot path: plain ints, read at scrape time.
+        self.announces = FastCounter(
+            "chisme_tracker_announces", "Tracker announces", ("protocol", "outcome"), registry=r
         )
-        self.scrapes = Counter(
-            "chisme_tracker_scrapes", "Tracker scrapes", ["protocol", "outcome"], registry=r
+        self.scrapes = FastCounter(
+            "chisme_tracker_scrapes", "Tracker scrapes", ("protocol", "outcome"), registry=r
         )
         self.tracker_torrents = Gauge("chisme_tracker_torrents", "Torrents tracked", registry=r)
         self.tracker_seeders = Gauge("chisme_tracker_seeders", "Seeders held", registry=r)
@@ -119,3 +121,51 @@ class Metrics:
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))
+
+
+class _Count:
+    """One labelled child of a :class:`FastCounter`."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def inc(self, amount: int = 1) -> None:
+        self.value += amount
+
+
+class FastCounter:
+    """A labelled counter without prometheus-client's per-increment lock (~0.25 µs, a few
+    percent of a tracker request): the event loop is single-threaded, and a scrape reads
+    plain ints. Bind children once with :meth:`labels`; exposition matches ``Counter``'s."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: tuple[str, ...],
+        registry: CollectorRegistry,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = labelnames
+        self._children: dict[tuple[str, ...], _Count] = {}
+        registry.register(self)
+
+    def labels(self, *values: str) -> _Count:
+        if len(values) != len(self.labelnames):
+            raise ValueError(f"{self.name} takes labels {self.labelnames}")
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = _Count()
+        return child
+
+    def describe(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for values, child in list(self._children.items()):
+            family.add_metric(list(values), child.value)
+        yield family

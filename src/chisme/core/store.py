@@ -589,13 +589,26 @@ class Store:
         """A random sample of at most ``want`` live peers, never ``exclude``.
 
         ``leechers_first`` (for a seeder asking) takes leechers before seeders. O(want):
-        the swarm's slot arrays are sampled by index, never scanned.
+        the swarm's slot arrays are sampled by index, never scanned. While no slot of the
+        swarm can be expired (``min_seen``, refreshed by the sweeper), the sample is a slice
+        of the address list from a random start with a random stride (:func:`_sample_slots`),
+        done in C: a few µs per tracker reply instead of ~15 µs of ``rng.sample`` and
+        per-slot checks. Slots are in no meaningful order, so every peer is equally likely.
         """
         swarm = self._swarms.get(info_hash)
         if swarm is None or want <= 0:
             return []
         cutoff = now_ns - self.ttl_ns
         n = len(swarm)
+        if swarm.min_seen >= cutoff:  # every slot is live: the fast path
+            addrs = swarm.addrs
+            if not leechers_first:
+                return _sample_slots(addrs, 0, n, want, exclude, rng)
+            nl = swarm.n_leech
+            got = _sample_slots(addrs, 0, nl, want, exclude, rng)
+            if len(got) < want:
+                got += _sample_slots(addrs, nl, n, want - len(got), exclude, rng)
+            return got
         ranges = [(0, swarm.n_leech), (swarm.n_leech, n)] if leechers_first else [(0, n)]
         out: list[AddrKey] = []
         seen, origins, addrs = swarm.seen, swarm.origins, swarm.addrs
@@ -699,6 +712,39 @@ class Store:
         for ih, swarm in self._swarms.items():
             for i in range(len(swarm)):
                 yield ih, swarm.record(i)
+
+
+def _sample_slots(
+    addrs: list[AddrKey],
+    lo: int,
+    hi: int,
+    want: int,
+    exclude: AddrKey | None,
+    rng: random.Random,
+) -> list[AddrKey]:
+    """Up to ``want`` of ``addrs[lo:hi]``, never ``exclude``, all live: slices only.
+
+    ``want + 1`` slots (one spare for ``exclude``) from a random start with a random stride
+    ``s`` such that they never wrap past the start (``(want + 1) * s <= size``), so no slot
+    is taken twice; a range that fits whole is rotated to a random start instead.
+    """
+    size = hi - lo
+    if size <= 0:
+        return []
+    take = want + 1
+    start = rng.randrange(size)
+    if size <= take:
+        got = addrs[lo + start : hi] + addrs[lo : lo + start]
+    else:
+        step = rng.randrange(size // take) + 1
+        got = addrs[lo + start : hi : step][:take]
+        if len(got) < take:
+            wrapped = start + len(got) * step - size
+            got += addrs[lo + wrapped : hi : step][: take - len(got)]
+    if exclude is not None and exclude in got:
+        got.remove(exclude)
+    del got[want:]
+    return got
 
 
 _V4_MAPPED = bytes(10) + b"\xff\xff"
