@@ -218,7 +218,7 @@ class Swarm:
     def stalest(self) -> int:
         """The slot with the smallest ``seen`` (O(n); only on eviction)."""
         seen = self.seen
-        return min(range(len(seen)), key=seen.__getitem__)
+        return seen.index(min(seen))  # both loops in C
 
 
 class Store:
@@ -252,6 +252,11 @@ class Store:
         self._sweep_keys: list[str] = []
         self._sweep_pos = 0
         self._evict_pos = 0
+        # A lower bound of every slot's stamp: while it is not expired nothing is, and a full
+        # store skips the sweep it would otherwise run before each eviction. Lowered by
+        # inserts; recomputed by each full sweep pass (``_pass_min``).
+        self._min_seen = 1 << 62
+        self._pass_min = 1 << 62
 
     # -- sizes --------------------------------------------------------------------------
 
@@ -431,6 +436,9 @@ class Store:
             if not swarm.tombs:
                 swarm.tombs = None
         swarm.insert(addr, rec.last_seen_ns, rec.peer_id, rec.seeder, rec.origin)
+        if rec.last_seen_ns < self._pass_min:
+            self._pass_min = rec.last_seen_ns
+            self._min_seen = min(self._min_seen, rec.last_seen_ns)
         self._live += 1
         return outcome
 
@@ -458,13 +466,14 @@ class Store:
         live slots (tombstones only, or emptied by eviction) are skipped, so one record is
         always freed while ``num_records >= max_records``.
         """
-        swarm_kept = self._swarms[keep]
-        self.sweep(now_ns, max_keys=64)
-        if self._swarms.get(keep) is not swarm_kept:  # the sweep freed it (it was empty)
-            self._swarms[keep] = swarm_kept
-            self._sweep_keys.append(keep)
-        if self._live < self.max_records:
-            return
+        if self._min_seen < now_ns - self.ttl_ns:  # some slot may have expired
+            swarm_kept = self._swarms[keep]
+            self.sweep(now_ns, max_keys=64)
+            if self._swarms.get(keep) is not swarm_kept:  # the sweep freed it (it was empty)
+                self._swarms[keep] = swarm_kept
+                self._sweep_keys.append(keep)
+            if self._live < self.max_records:
+                return
         keys = self._sweep_keys
         best: Swarm | None = None
         best_i = 0
@@ -658,6 +667,8 @@ class Store:
             freed += self._sweep_swarm(swarm, cutoff, tomb_cutoff, now_ns)
             if len(swarm) == 0 and not swarm.tombs:
                 del self._swarms[info_hash]
+            elif swarm.min_seen < self._pass_min:
+                self._pass_min = swarm.min_seen
         return freed
 
     def sweep_all(self, now_ns: int) -> int:
@@ -668,6 +679,8 @@ class Store:
         return freed
 
     def _compact_sweep_keys(self) -> None:
+        # a pass is complete: every key held was swept in it, or had its inserts counted
+        self._min_seen, self._pass_min = self._pass_min, 1 << 62
         self._sweep_keys = list(self._swarms)
         self._sweep_pos = 0
         self._evict_pos = 0
