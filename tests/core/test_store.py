@@ -521,11 +521,14 @@ def test_a_flood_into_one_key_never_exceeds_max_records() -> None:
     assert sorted(a for (_, a) in store.snapshot()) == [ip(n) for n in range(900, 1000)]
 
 
-def test_a_full_store_frees_expired_records_first() -> None:
+@pytest.mark.parametrize("passes", [0, 1, 3])
+def test_a_full_store_frees_expired_records_first(passes: int) -> None:
     cap = 100
     store = Store(TTL, max_records=cap)
     for k in range(cap):
-        store.announce(f"old{k}", ip(1), NOW)
+        store.announce(f"old{k}", ip(1), NOW - k)
+    for _ in range(passes):  # sweep passes while nothing is expired yet
+        store.sweep(NOW, max_keys=40)
     later = NOW + TTL + 1  # every record expired, none swept
     for k in range(cap):
         store.announce(f"new{k}", ip(2), later + k)
