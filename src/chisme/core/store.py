@@ -612,11 +612,11 @@ class Store:
         if swarm.min_seen >= cutoff:  # every slot is live: the fast path
             addrs = swarm.addrs
             if not leechers_first:
-                return _sample_slots(addrs, 0, n, want, exclude, rng)
+                return _sample_slots(addrs, 0, n, want, exclude, rng=rng)
             nl = swarm.n_leech
-            got = _sample_slots(addrs, 0, nl, want, exclude, rng)
+            got = _sample_slots(addrs, 0, nl, want, exclude, rng=rng)
             if len(got) < want:
-                got += _sample_slots(addrs, nl, n, want - len(got), exclude, rng)
+                got += _sample_slots(addrs, nl, n, want - len(got), exclude, rng=rng)
             return got
         ranges = [(0, swarm.n_leech), (swarm.n_leech, n)] if leechers_first else [(0, n)]
         out: list[AddrKey] = []
@@ -733,6 +733,7 @@ def _sample_slots(
     hi: int,
     want: int,
     exclude: AddrKey | None,
+    *,
     rng: random.Random,
 ) -> list[AddrKey]:
     """Up to ``want`` of ``addrs[lo:hi]``, never ``exclude``, all live: slices only.
