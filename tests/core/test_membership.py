@@ -6,6 +6,7 @@ delay and partitions). Pure and deterministic: no sockets, no sleeps, no wall cl
 from __future__ import annotations
 
 import dataclasses
+import gc
 import heapq
 import random
 from collections.abc import Callable, Iterable
@@ -203,9 +204,13 @@ def preformed(n: int, config: SwimConfig, *, seed: int = 1, loss: float = 0.0) -
     net = Net(seed, loss=loss)
     nodes = [net.add(i, config) for i in range(n)]
     everyone = [Alive(node_id(i), node_addr(i), 0) for i in range(n)]
-    for m in nodes:
-        m.merge_state(everyone, 0, rebroadcast=False)
-        m.drain_events()
+    gc.disable()  # a million long-lived objects, no cycles: rescanning them is pure overhead
+    try:
+        for m in nodes:
+            m.merge_state(everyone, 0, rebroadcast=False)
+            m.drain_events()
+    finally:
+        gc.enable()
     return net
 
 
@@ -578,6 +583,38 @@ def test_failed_members_are_kept_for_reconnects_then_forgotten() -> None:
     assert state_of(m, "p0") is DEAD
     m.tick(100 * S)
     assert m.get("p0") is None
+
+
+def test_failed_members_and_tombstones_are_bounded() -> None:
+    config = dataclasses.replace(SwimConfig.lan(), max_dead_members=3, max_tombstones=2)
+    m = with_peers(6, config)
+    for i in range(6):
+        m.on_message(Gossip("x"), (Dead(f"p{i}", 0, "x"),), i * S)
+    # The three that died first were forgotten, the last three are kept for reconnects.
+    assert [x.node_id for x in m.members() if x.state is DEAD] == ["p3", "p4", "p5"]
+    for i in range(3):
+        assert m.get(f"p{i}") is None
+    # Only the 2 most recent tombstones survive: p0 may come back at its old incarnation.
+    m.on_message(Gossip("x"), (Alive("p0", "10.1.0.0:1", 0), Alive("p2", "10.1.0.2:1", 0)), 9 * S)
+    assert state_of(m, "p0") is ALIVE
+    assert m.get("p2") is None
+
+
+def test_an_accused_node_corrects_its_accuser_directly() -> None:
+    m = with_peers(3)
+    m.on_message(Gossip("p1"), (Suspect("me", 0, "p1"),), 0)  # refuted: incarnation 1
+    drain_queue(m)
+    # A stale accusation on a gossip packet: the sender gets our Alive straight back.
+    sends = m.on_message(Gossip("p2"), (Suspect("me", 0, "p0"),), 1 * S)
+    assert [(s.to_addr, s.msg, s.piggyback) for s in sends] == [
+        ("10.1.0.2:1", Gossip("me"), (Alive("me", "10.9.9.9:1", 1),))
+    ]
+    # On a ping it rides on the ack, once, even when the queue holds it too.
+    m.on_message(Gossip("p2"), (Dead("me", 1, "p2"),), 2 * S)  # refuted again: incarnation 2
+    assert m.pending_broadcasts() == 1
+    ack = m.on_message(Ping(5, "me", "p1", "10.1.0.1:1"), (Suspect("me", 1, "p1"),), 3 * S)
+    assert ack[0].msg == Ack(5, "me")
+    assert ack[0].piggyback == (Alive("me", "10.9.9.9:1", 2),)
 
 
 def test_a_new_process_at_a_dead_members_address_replaces_it() -> None:

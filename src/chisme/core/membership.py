@@ -131,6 +131,11 @@ class SwimConfig:
     """Bound of the broadcast queue; the most-sent updates are dropped first."""
     max_events: int = 4096
     """Bound of undrained events; the oldest are dropped first (see ``events_dropped``)."""
+    max_dead_members: int = 4096
+    """Bound of failed members kept for reconnects; the longest dead are forgotten first
+    (memberlist#253: dead and left entries that are never reaped make push/pull grow forever)."""
+    max_tombstones: int = 65536
+    """Bound of forgotten ids remembered for quarantine; the oldest are dropped first."""
 
     def __post_init__(self) -> None:
         positive = {
@@ -145,6 +150,8 @@ class SwimConfig:
             "quarantine_ns": self.quarantine_ns,
             "max_queued_broadcasts": self.max_queued_broadcasts,
             "max_events": self.max_events,
+            "max_dead_members": self.max_dead_members,
+            "max_tombstones": self.max_tombstones,
         }
         for name, value in positive.items():
             if value < 1:
@@ -406,6 +413,7 @@ _MAX_RELAYS = 1024
 class _Node:
     __slots__ = (
         "addr",
+        "entry",
         "in_ring",
         "incarnation",
         "node_id",
@@ -426,6 +434,7 @@ class _Node:
         self.slot = -1  # index in the pool of its state (alive, suspect or dead)
         self.in_ring = False  # present in the probe ring
         self.suspicion: _Suspicion | None = None
+        self.entry: Update | None = None  # cached local_state() entry; None when changed
 
     def snapshot(self) -> Member:
         return Member(self.node_id, self.addr, self.incarnation, self.state, self.since_ns)
@@ -566,7 +575,7 @@ class Membership:
         )
         self._rebroadcast = True
         self._accused = False  # the message being handled accused us (see _correct)
-        self._events: deque[MemberEvent] = deque()
+        self._events: deque[MemberEvent] = deque(maxlen=config.max_events)
         self.events_dropped = 0
         self._state_cache: tuple[Update, ...] | None = None
 
@@ -805,6 +814,7 @@ class Membership:
         me = self._me
         me.state = _LEFT
         me.since_ns = now_ns
+        me.entry = None
         self._probe = None
         self._state_cache = None
         self._queue_update(Dead(self._id, me.incarnation, self._id))
@@ -1079,6 +1089,7 @@ class Membership:
                 del self._tombstones[a.node_id]
             node = _Node(a.node_id, a.addr, a.incarnation, _ALIVE, now_ns)
             self._nodes[a.node_id] = node
+            node.entry = a  # exactly our state of it: push/pull reuses the object
             self._alive.add(node)
             self._ring_insert(node)
             self._claim_addr(node, now_ns)
@@ -1097,6 +1108,7 @@ class Membership:
                 del self._by_addr[node.addr]
             node.addr = a.addr
             self._claim_addr(node, now_ns)
+        node.entry = a
         self._state_cache = None
         if node.state is not _ALIVE:
             self._set_state(node, _ALIVE, now_ns)
@@ -1130,6 +1142,7 @@ class Membership:
             return
         node.incarnation = s.incarnation
         self._set_state(node, _SUSPECT, now_ns)
+        node.entry = None
         self._state_cache = None
         cfg = self._cfg
         n = self.num_members()
@@ -1164,6 +1177,7 @@ class Membership:
         # (DEAD -> LEFT is accepted: a member that said goodbye must not be retried for hours.)
         node.incarnation = d.incarnation
         self._set_state(node, _LEFT if d.left else _DEAD, now_ns)
+        node.entry = None
         self._state_cache = None
         self._emit("left" if d.left else "dead", node)
         self._broadcast(d)
@@ -1174,6 +1188,7 @@ class Membership:
         """SWIM §4.2 / memberlist refute: out-bid the accusation and gossip that we are alive."""
         me = self._me
         me.incarnation = max(me.incarnation, accused_incarnation) + 1
+        me.entry = None
         self._state_cache = None
         # Lifeguard: being accused is a sign that we may be the slow one.
         self._adjust_health(1)
@@ -1198,6 +1213,10 @@ class Membership:
         elif state is _DEAD:
             self._dead.add(node)
             self._reap_dead.append((now_ns + self._cfg.reconnect_timeout_ns, node))
+            while len(self._dead) > self._cfg.max_dead_members and self._reap_dead:
+                _, oldest = self._reap_dead.popleft()
+                if oldest.state is _DEAD:
+                    self._forget(oldest, now_ns)
         else:
             self._reap_left.append((now_ns + self._cfg.gossip_to_dead_ns, node))
 
@@ -1225,6 +1244,11 @@ class Membership:
         until = now_ns + self._cfg.quarantine_ns
         self._tombstones[node.node_id] = (node.incarnation, until)
         self._tomb_queue.append((until, node.node_id))
+        if len(self._tomb_queue) > self._cfg.max_tombstones:
+            old_until, old_id = self._tomb_queue.popleft()
+            tomb = self._tombstones.get(old_id)
+            if tomb is not None and tomb[1] == old_until:  # (else re-forgotten since: keep)
+                del self._tombstones[old_id]
         self._state_cache = None
 
     def _reap(self, now_ns: int) -> None:
@@ -1247,10 +1271,15 @@ class Membership:
     # ---------------------------------------------------------------- dissemination
 
     def _emit(self, kind: EventKind, node: _Node) -> None:
-        if len(self._events) >= self._cfg.max_events:
-            self._events.popleft()
-            self.events_dropped += 1
-        self._events.append(MemberEvent(kind, node.snapshot()))
+        events = self._events
+        if len(events) == events.maxlen:
+            self.events_dropped += 1  # the deque drops the oldest
+        events.append(
+            MemberEvent(
+                kind,
+                Member(node.node_id, node.addr, node.incarnation, node.state, node.since_ns),
+            )
+        )
 
     def _broadcast(self, update: Update) -> None:
         if self._rebroadcast:
@@ -1268,7 +1297,9 @@ class Membership:
         if not self._queue or budget <= 0:
             return Send(to_addr, msg, first)
         taken = self._queue.take(budget, self.num_members())
-        return Send(to_addr, msg, (*first, *taken) if first else tuple(taken))
+        if not first:
+            return Send(to_addr, msg, tuple(taken))
+        return Send(to_addr, msg, (*first, *(u for u in taken if u not in first)))
 
     def _gossip_due_possible(self) -> bool:
         """Gossip rounds happen only with news to send and someone to send it to."""
@@ -1297,19 +1328,24 @@ class Membership:
         if cached is not None:
             return cached
         states: list[Update] = []
-        me = self._id
+        append = states.append
         for node in self._nodes.values():
-            state = node.state
-            if state is _ALIVE:
-                states.append(Alive(node.node_id, node.addr, node.incarnation))
-            elif state is _SUSPECT:
-                states.append(Suspect(node.node_id, node.incarnation, me))
-            elif state is _DEAD:
-                states.append(Dead(node.node_id, node.incarnation, me))
-            else:
-                states.append(Dead(node.node_id, node.incarnation, node.node_id))
+            entry = node.entry
+            if entry is None:
+                entry = node.entry = self._entry_of(node)
+            append(entry)
         self._state_cache = cached = tuple(states)
         return cached
+
+    def _entry_of(self, node: _Node) -> Update:
+        state = node.state
+        if state is _ALIVE:
+            return Alive(node.node_id, node.addr, node.incarnation)
+        if state is _SUSPECT:
+            return Suspect(node.node_id, node.incarnation, self._id)
+        if state is _DEAD:
+            return Dead(node.node_id, node.incarnation, self._id)
+        return Dead(node.node_id, node.incarnation, node.node_id)  # left
 
     def _push_pull_request(self) -> PushPull:
         return PushPull(self._id, self._addr, self._local_state_tuple())
