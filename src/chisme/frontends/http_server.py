@@ -249,6 +249,8 @@ class _HttpConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.in_request = False
+        if self.broken:  # pipelined behind an error: httptools parses on, we serve nothing
+            return
         try:
             parsed = httptools.parse_url(self.url)
         except httptools.HttpParserInvalidURLError:
@@ -330,9 +332,9 @@ class _HttpConnection(asyncio.Protocol):
         if self.server.on_error is not None:
             self.server.on_error(reason)
         data = render(self.server.error_response(status, reason), keep_alive=False)
+        self.broken = True  # read and serve nothing more on this connection
         if self.pending and self.transport is not None:
             # answers to the earlier pipelined requests go out first, then this one closes
-            self.broken = True
             self.transport.pause_reading()
             fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
             fut.set_result(data)
