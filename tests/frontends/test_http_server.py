@@ -195,6 +195,16 @@ async def test_an_upgrade_request_is_answered_without_upgrading_then_closed(
     assert h.seen == [b"/ws"] and h.errors == []
 
 
+async def test_nothing_after_an_error_is_served(start, exchange) -> None:
+    """A bad request target is found after the parser accepted the request line; requests
+    pipelined behind it must not reach the handler (they could have side effects)."""
+    h = await start()
+    reply = await exchange(h.addr, get("http://x:port/") + get("/second"), half_close=False)
+    assert reply.startswith(b"HTTP/1.1 400 ") and reply.count(b"HTTP/1.1") == 1
+    assert reply.endswith(b"invalid request target\n")
+    assert h.seen == []
+
+
 async def test_the_error_renderer_is_pluggable(start, exchange) -> None:
     def as_json(status: int, reason: str) -> Response:
         return Response(status, b'{"error":"%s"}' % reason.encode(), b"application/json")
