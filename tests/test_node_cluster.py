@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+import signal
 import socket
+import sys
 
 from chisme import Client, Node
 
@@ -199,6 +202,65 @@ async def test_a_restarted_node_gets_its_state_back_from_its_peers(
         await c.gossip_round()
         assert b2.store.snapshot() == before
         assert sorted(p.addr for p in await Client(b_addr).lookup(IH)) == [P1, P2]
+
+
+async def _start_cli_node(*args: str) -> tuple[asyncio.subprocess.Process, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "chisme.cli", "node", "--api", "", "--tracker-http", "",
+        "--tracker-udp", "", "--gossip-interval", "3600", *args,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    async with asyncio.timeout(30):
+        while line := (await proc.stderr.readline()).decode():
+            if m := re.search(r"listening on (\S+) \(v1 JSON\)", line):
+                return proc, m.group(1)
+    proc.kill()
+    await proc.wait()
+    raise AssertionError("the node exited before it listened")
+
+
+async def test_a_killed_process_restarted_on_its_port_gets_its_state_back(
+    node, wait_until
+) -> None:
+    """B is a real ``chisme node`` process: SIGKILL (no clean shutdown), then a new process
+    on the same port; A's and C's next gossip rounds restore what B held."""
+    a, c = await node(), await node()
+    proc, b_addr = await _start_cli_node("--listen", "127.0.0.1:0",
+                                         "--peer", a.node_address, "--peer", c.node_address)
+    try:
+        a.peers[:] = [b_addr, c.node_address]
+        c.peers[:] = [a.node_address, b_addr]
+        await a.announce(IH, P1, "from-a")
+        await c.announce(IH2, P3)
+        await Client(b_addr).announce(IH, P2)  # known to B only, until B gossips
+        for n in (a, c):
+            await n.gossip_round()
+
+        async def b_holds_both() -> bool:
+            return sorted(p.addr for p in await Client(b_addr).lookup(IH)) == [P1, P2]
+
+        await wait_until(b_holds_both, what="B to apply the fire-and-forget announce")
+        # no push still in flight that could reach the restarted B before the gossip does
+        await wait_until(lambda: sent(a, "announce") == sent(c, "announce") == 2)
+
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+        proc, again = await _start_cli_node("--listen", b_addr)
+        assert again == b_addr
+        assert await Client(b_addr).lookup(IH) == []  # a new process starts empty
+        await a.gossip_round()
+        await c.gossip_round()
+        # everything A and C held comes back (P2 lived only in B's memory: it is gone)
+        assert [(p.addr, p.peer_id) for p in await Client(b_addr).lookup(IH)] == [(P1, "from-a")]
+        assert [p.addr for p in await Client(b_addr).lookup(IH2)] == [P3]
+        restored = (await Client(b_addr).lookup(IH))[0]
+        assert restored.last_seen_ns == a.local_lookup(IH)[0].last_seen_ns
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            await proc.wait()
+    assert proc.returncode == 0
 
 
 async def test_unreachable_and_silent_peers_never_stall_the_node(node) -> None:
