@@ -214,9 +214,11 @@ async def test_config_file_with_flags_winning(tmp_path: Path, http) -> None:
         assert code == 0
 
 
-@pytest.mark.parametrize(
-    ("args", "code", "pattern"),
-    [
+def _ids(cases: list[tuple[list[str], int, str]]) -> list[str]:
+    return [" ".join(a).replace(IH, "IH")[:50] or "(no args)" for a, _, _ in cases]
+
+
+CLI_ERRORS: list[tuple[list[str], int, str]] = [
         (["announce", "--node", "127.0.0.1:7070", IH, "10.0.0.5"], 1, r"ADDR: addr must be"),
         (["announce", "--node", "127.0.0.1:7070", IH, "2001:db8::1:80"], 1, r"brackets"),
         (["announce", "--node", "nohost", IH, "10.0.0.5:1"], 1, r"--node: addr must be"),
@@ -228,15 +230,17 @@ async def test_config_file_with_flags_winning(tmp_path: Path, http) -> None:
         (["lookup", "--node", "127.0.0.1:7070", "--limit", "many", IH], 2, r"--limit"),
         (["node", "--bogus"], 2, r"unrecognized arguments: --bogus"),
         (["node", "--ttl", "soon"], 2, r"--ttl"),
+        (["node", "--ttl", "nan"], 2, r"ttl_s must be a finite number"),
         (["node", "--ttl", "-5", "--listen", "127.0.0.1:0"], 2, r"ttl_s must be positive"),
         (["node", "--peer", "localhost"], 2, r"peers: addr must be host:port"),
         (["node", "--listen", "127.0.0.1:99999"], 2, r"listen: port must be"),
         (["node", "--config", "/nonexistent/chisme.toml"], 2, r"cannot read config"),
         (["frobnicate"], 2, r"invalid choice"),
         ([], 2, r"required: command"),
-    ],
-    ids=lambda v: " ".join(v) if isinstance(v, list) else None,
-)
+]
+
+
+@pytest.mark.parametrize(("args", "code", "pattern"), CLI_ERRORS, ids=_ids(CLI_ERRORS))
 async def test_errors_are_one_line_with_a_non_zero_exit(
     args: list[str], code: int, pattern: str
 ) -> None:

@@ -23,6 +23,8 @@ import signal
 import socket
 import sys
 
+import pytest
+
 from chisme import Client, Node
 
 IH = "3f2a" * 10
@@ -302,3 +304,19 @@ async def test_unreachable_and_silent_peers_never_stall_the_node(node) -> None:
             srv.close()
             with contextlib.suppress(Exception):
                 await srv.wait_closed()
+
+
+async def test_nodes_on_ipv6_loopback(node) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    a, b = await node(listen="[::1]:0", api="[::1]:0"), await node(listen="[::1]:0")
+    assert a.node_address.startswith("[::1]:")
+    a.peers[:] = [b.node_address]
+    await Client(a.node_address).announce(IH, P3)
+    await a.gossip_round()
+    assert [p.addr for p in await Client(b.node_address).lookup(IH)] == [P3]
