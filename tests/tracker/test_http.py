@@ -528,3 +528,25 @@ def test_fuzz_scrape_parses_or_raises_tracker_error(query: bytes) -> None:
         return
     assert len(request.info_hashes) <= MAX_SCRAPE_HASHES
     assert all(len(h) == 20 for h in request.info_hashes)
+
+
+# -- the two percent-decoders agree (the C fast path and the loop) -----------------------
+
+_ESCAPE_ALPHABET = st.sampled_from(list(b"%=_ \t\r\n09afAFgz+&")) | st.integers(0, 255)
+
+
+def _decode(fn: object, value: bytes) -> tuple[str, bytes | str]:
+    try:
+        return "ok", fn(value, "v")  # type: ignore[operator]
+    except TrackerRequestError as e:
+        return "error", e.reason
+
+
+@given(st.lists(_ESCAPE_ALPHABET, max_size=40).map(bytes))
+def test_fast_unescape_agrees_with_the_loop(value: bytes) -> None:
+    from chisme.tracker.http import _unescape, _unescape_slow  # noqa: PLC0415
+
+    if b"%" in value:
+        assert _decode(_unescape, value) == _decode(_unescape_slow, value)
+    else:
+        assert _unescape(value, "v") == value
