@@ -174,7 +174,7 @@ class _V1Connection(asyncio.Protocol):
             reply = encode_error("internal error")
         if reply:
             self.transport.write(reply)
-        self.transport.close()
+        self._close()
 
     def _fail(self, reason: str) -> None:
         assert self.transport is not None
@@ -183,7 +183,19 @@ class _V1Connection(asyncio.Protocol):
         log.debug("rejecting a message from %s: %s", self.peer, reason)
         if not self.transport.is_closing():
             self.transport.write(encode_error(reason))
-            self.transport.close()
+            self._close()
+
+    def _close(self) -> None:
+        """Close once the reply is written, within ``read_timeout_s``: a client that does not
+        read a reply larger than the socket buffers would otherwise hold its slot forever."""
+        assert self.transport is not None
+        self.transport.close()
+        if self.timer is not None:
+            self.timer.cancel()
+        transport = self.transport
+        self.timer = asyncio.get_running_loop().call_later(
+            self.server.read_timeout_s, transport.abort
+        )
 
     def _on_timeout(self) -> None:
         if not self.done:
