@@ -276,3 +276,24 @@ async def test_a_bind_failure_is_a_config_error() -> None:
                                     max_connections=1)
         with pytest.raises(ConfigError, match=f"cannot listen on {host}:{port}: "):
             await server.start(host, port)
+
+
+async def test_a_client_that_never_reads_its_reply_is_cut_off(exchange, wait_until) -> None:
+    """The reply is bigger than the socket buffers and the client reads none of it: the node
+    aborts the connection after read_timeout_s, freeing its connection slot."""
+    svc = StubService()
+    big = b"[" + b'{"addr":"10.0.0.1:1"},' * (1 << 20) + b'{"addr":"10.0.0.1:1"}]\n'
+    svc.handle_v1 = lambda msg, peer: big if msg.info_hash == "big" else b"[]\n"  # type: ignore[method-assign]
+    async with node_port(svc, max_connections=1, read_timeout_s=0.3) as addr:
+        stuck = socket.socket()
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        try:
+            stuck.connect(addr)
+            stuck.sendall(v1.encode_message(v1.Lookup("big", 0)))
+
+            async def served() -> bool:
+                return bool(await exchange(addr, LOOKUP, half_close=False) == b"[]\n")
+
+            await wait_until(served, what="the stuck connection's slot to be freed")
+        finally:
+            stuck.close()
