@@ -36,6 +36,7 @@ class Record(NamedTuple):
     peer_id: bytes = b""
     flags: int = 0
     origin: int = 0
+    version: int = 0  # the origin's change counter (v2); 0 for v1 records
 
     @property
     def seeder(self) -> bool:
@@ -46,12 +47,12 @@ class Record(NamedTuple):
         return bool(self.flags & FLAG_TOMBSTONE)
 
 
-def order_key(r: Record) -> tuple[int, int, bytes, int]:
+def order_key(r: Record) -> tuple[int, int, bytes, int, int]:
     """The total order merge uses: freshest wins, ties broken by the rest of the record.
 
     A tombstone beats a live record of the same instant (its flag bit is the highest).
     """
-    return (r.last_seen_ns, r.flags, r.peer_id, r.origin)
+    return (r.last_seen_ns, r.flags, r.peer_id, r.origin, r.version)
 
 
 class Provider(NamedTuple):

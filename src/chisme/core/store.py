@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import random
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import NamedTuple
 
 from chisme.core.keys import AddrKey, parse_addr, parse_info_hash
@@ -89,6 +89,7 @@ class Swarm:
         "pids",
         "seen",
         "tombs",
+        "versions",
     )
 
     def __init__(self) -> None:
@@ -96,10 +97,12 @@ class Swarm:
         self.addrs: list[AddrKey] = []
         self.seen = array("q")
         self.origins = array("I")
+        self.versions = array("Q")
         self.pids = bytearray()
         self.n_leech = 0
         self.min_seen = 1 << 62  # a lower bound of ``seen`` over the slots
-        self.tombs: dict[AddrKey, tuple[int, int]] | None = None  # addr -> (seen, origin)
+        # addr -> (seen, origin, version)
+        self.tombs: dict[AddrKey, tuple[int, int, int]] | None = None
         self.long_pids: dict[AddrKey, bytes] | None = None
         self.downloaded: dict[str, int] | None = None  # node id -> completed count
 
@@ -118,7 +121,9 @@ class Swarm:
 
     def record(self, i: int) -> Record:
         flags = FLAG_SEEDER if i >= self.n_leech else 0
-        return Record(self.addrs[i], self.seen[i], self.peer_id(i), flags, self.origins[i])
+        return Record(
+            self.addrs[i], self.seen[i], self.peer_id(i), flags, self.origins[i], self.versions[i]
+        )
 
     def find(self, addr: AddrKey) -> int | None:
         """The slot of ``addr``, or None."""
@@ -137,7 +142,7 @@ class Swarm:
         if self.tombs is not None:
             t = self.tombs.get(addr)
             if t is not None:
-                return Record(addr, t[0], b"", FLAG_TOMBSTONE, t[1])
+                return Record(addr, t[0], b"", FLAG_TOMBSTONE, t[1], t[2])
         return None
 
     def _set_pid(self, i: int, addr: AddrKey, pid: bytes) -> None:
@@ -162,6 +167,7 @@ class Swarm:
             self.index[a], self.index[b] = j, i
         self.seen[i], self.seen[j] = self.seen[j], self.seen[i]
         self.origins[i], self.origins[j] = self.origins[j], self.origins[i]
+        self.versions[i], self.versions[j] = self.versions[j], self.versions[i]
         oi, oj = i * _PID, j * _PID
         chunk = self.pids[oi : oi + _PID]
         self.pids[oi : oi + _PID] = self.pids[oj : oj + _PID]
@@ -169,7 +175,9 @@ class Swarm:
 
     # -- mutations (the Store keeps the totals) ---------------------------------------
 
-    def insert(self, addr: AddrKey, seen: int, pid: bytes, seeder: bool, origin: int) -> None:
+    def insert(
+        self, addr: AddrKey, seen: int, pid: bytes, seeder: bool, origin: int, *, version: int = 0
+    ) -> None:
         i = len(self.addrs)
         self.addrs.append(addr)
         if self.index is not None:
@@ -178,6 +186,7 @@ class Swarm:
             self.index = {a: k for k, a in enumerate(self.addrs)}
         self.seen.append(seen)
         self.origins.append(origin)
+        self.versions.append(version)
         self.pids.extend(bytes(_PID))
         self._set_pid(i, addr, pid)
         if not seeder:
@@ -185,10 +194,13 @@ class Swarm:
             self.n_leech += 1
         self.min_seen = min(self.min_seen, seen)
 
-    def update(self, i: int, seen: int, pid: bytes, seeder: bool, origin: int) -> None:
+    def update(
+        self, i: int, seen: int, pid: bytes, seeder: bool, origin: int, *, version: int = 0
+    ) -> None:
         addr = self.addrs[i]
         self.seen[i] = seen
         self.origins[i] = origin
+        self.versions[i] = version
         self._set_pid(i, addr, pid)
         if seeder and i < self.n_leech:  # leecher -> seeder: hand it to the seeder side
             self._swap(i, self.n_leech - 1)
@@ -207,6 +219,7 @@ class Swarm:
         addr = self.addrs.pop()
         self.seen.pop()
         self.origins.pop()
+        self.versions.pop()
         del self.pids[last * _PID :]
         if self.index is not None:
             del self.index[addr]
@@ -257,6 +270,14 @@ class Store:
         # inserts; recomputed by each full sweep pass (``_pass_min``).
         self._min_seen = 1 << 62
         self._pass_min = 1 << 62
+        # v2 replication (core/gossip.py): records this node accepts first-hand carry
+        # ``local_origin`` and a fresh version for every change; those changes are queued for
+        # the replicator (``drain_changes``), and every change to a replicated record
+        # (origin != 0) is reported to ``observer(info_hash, old, new)``.
+        self.local_origin = 0
+        self.observer: Callable[[str, Record | None, Record | None], None] | None = None
+        self._changes: list[tuple[str, Record]] = []
+        self._version = 0
 
     # -- sizes --------------------------------------------------------------------------
 
@@ -302,33 +323,66 @@ class Store:
         *,
         peer_id: bytes = b"",
         seeder: bool = False,
-        origin: int = 0,
+        origin: int | None = None,
     ) -> Record:
-        """A provider announced itself here: store it stamped ``max(now, previous + 1)``."""
+        """A provider announced itself here: store it stamped ``max(now, previous + 1)``.
+
+        ``origin`` defaults to :attr:`local_origin`. A local-origin announce that changes
+        nothing but the stamp (a refresh) keeps its version: replicas hold the record on the
+        origin's lease, so a refresh costs no traffic (docs/v2.md §2).
+        """
+        if origin is None:
+            origin = self.local_origin
         swarm = self._swarms.get(info_hash)
         if swarm is None:
             parse_info_hash(info_hash)
             _check_addr(addr)
         _check_record(peer_id, origin)
         seen = now_ns
+        flags = FLAG_SEEDER if seeder else 0
+        local = origin != 0 and origin == self.local_origin
         if swarm is not None:
             i = swarm.find(addr)
             if i is not None:  # the hot path: a refresh
                 prev = swarm.seen[i]
                 if prev >= seen:
                     seen = prev + 1
-                swarm.update(i, seen, peer_id, seeder, origin)
-                return Record(addr, seen, peer_id, FLAG_SEEDER if seeder else 0, origin)
+                if not local:
+                    old_slot = swarm.record(i) if self.observer is not None else None
+                    swarm.update(i, seen, peer_id, seeder, origin)
+                    rec = Record(addr, seen, peer_id, flags, origin)
+                    if old_slot is not None:
+                        self._notify(info_hash, old_slot, rec)
+                    return rec
+                version = swarm.versions[i]
+                if (
+                    swarm.origins[i] == origin
+                    and (i >= swarm.n_leech) == seeder
+                    and swarm.peer_id(i) == peer_id
+                ):  # a refresh: same version, nothing to replicate
+                    swarm.update(i, seen, peer_id, seeder, origin, version=version)
+                    return Record(addr, seen, peer_id, flags, origin, version)
+                old_slot = swarm.record(i)
+                rec = Record(addr, seen, peer_id, flags, origin, self._next_version())
+                swarm.update(i, seen, peer_id, seeder, origin, version=rec.version)
+                self._notify(info_hash, old_slot, rec)
+                self._changes.append((info_hash, rec))
+                return rec
             _check_addr(addr)
             old = swarm.current(addr)
             if old is not None and old.last_seen_ns >= seen:
                 seen = old.last_seen_ns + 1
-        rec = Record(addr, seen, peer_id, FLAG_SEEDER if seeder else 0, origin)
-        self._apply(info_hash, rec, now_ns)
+        rec = Record(addr, seen, peer_id, flags, origin, self._next_version() if local else 0)
+        if self._apply(info_hash, rec, now_ns) and local:
+            self._changes.append((info_hash, rec))
         return rec
 
-    def remove(self, info_hash: str, addr: AddrKey, now_ns: int, *, origin: int = 0) -> Record:
+    def remove(
+        self, info_hash: str, addr: AddrKey, now_ns: int, *, origin: int | None = None
+    ) -> Record:
         """A provider left: write a tombstone stamped ``max(now, previous + 1)``."""
+        if origin is None:
+            origin = self.local_origin
         parse_info_hash(info_hash)
         _check_addr(addr)
         _check_record(b"", origin)
@@ -338,24 +392,32 @@ class Store:
             old = swarm.current(addr)
             if old is not None and old.last_seen_ns >= seen:
                 seen = old.last_seen_ns + 1
-        rec = Record(addr, seen, b"", FLAG_TOMBSTONE, origin)
-        self._apply(info_hash, rec, now_ns)
+        local = origin != 0 and origin == self.local_origin
+        rec = Record(addr, seen, b"", FLAG_TOMBSTONE, origin, self._next_version() if local else 0)
+        if self._apply(info_hash, rec, now_ns) and local:
+            self._changes.append((info_hash, rec))
         return rec
 
-    def merge(self, info_hash: str, records: Iterable[Record], now_ns: int) -> MergeResult:
+    def merge(
+        self, info_hash: str, records: Iterable[Record], now_ns: int, *, clamp: bool = True
+    ) -> MergeResult:
         """Merge records received from a peer (already validated by a codec).
 
         Per address the greatest record wins. Unknown stamps (0) become now, stamps in the
         future beyond the allowed skew are clamped to now, and records already expired on
         arrival are ignored (they would be freed at once). A batch with a peer id or origin
         the store cannot hold raises :class:`InvalidInput` before anything is merged.
+
+        ``clamp=False`` (v2 replication between members) keeps the origin's stamps as they
+        are: replicas must hold identical records, and v2 liveness comes from the origin's
+        lease, not from the stamp, so a skewed clock cannot keep a record alive.
         """
         batch = records if isinstance(records, list | tuple) else list(records)
         for incoming in batch:
             _check_record(incoming.peer_id, incoming.origin)
         inserted = replaced = ignored = 0
         changed: list[Record] = []
-        limit = now_ns + self.max_clock_skew_ns
+        limit = now_ns + self.max_clock_skew_ns if clamp else 1 << 63
         for incoming in batch:
             rec = incoming
             seen = rec.last_seen_ns
@@ -363,9 +425,9 @@ class Store:
                 seen = now_ns
             flags = rec.flags & (FLAG_SEEDER | FLAG_TOMBSTONE)
             if flags & FLAG_TOMBSTONE:
-                rec = Record(rec.addr, seen, b"", FLAG_TOMBSTONE, rec.origin)
+                rec = Record(rec.addr, seen, b"", FLAG_TOMBSTONE, rec.origin, rec.version)
             elif seen != rec.last_seen_ns or flags != rec.flags:
-                rec = Record(rec.addr, seen, rec.peer_id, flags, rec.origin)
+                rec = Record(rec.addr, seen, rec.peer_id, flags, rec.origin, rec.version)
             outcome = self._apply(info_hash, rec, now_ns)
             if outcome == 0:
                 ignored += 1
@@ -408,34 +470,49 @@ class Store:
         i = swarm.find(addr)
         if i is not None:  # a slot (live or expired) -> newer live, or -> tombstone
             if not tomb:
-                swarm.update(i, rec.last_seen_ns, rec.peer_id, rec.seeder, rec.origin)
+                swarm.update(
+                    i, rec.last_seen_ns, rec.peer_id, rec.seeder, rec.origin, version=rec.version
+                )
+                self._notify(info_hash, held, rec)
                 return outcome
             swarm.delete(i)
             self._live -= 1
-            self._put_tomb(swarm, rec)
+            self._put_tomb(info_hash, swarm, rec)
+            self._notify(info_hash, held, rec)
             return outcome
         if tomb:
             if held is not None:  # an older tombstone
                 assert swarm.tombs is not None
-                swarm.tombs[addr] = (rec.last_seen_ns, rec.origin)
+                swarm.tombs[addr] = (rec.last_seen_ns, rec.origin, rec.version)
             else:
-                self._put_tomb(swarm, rec)
+                self._put_tomb(info_hash, swarm, rec)
+            self._notify(info_hash, held, rec)
             return outcome
         # a new live slot: make room first, so that an ignored record changes nothing
         if len(swarm) >= self.max_per_key:
             j = swarm.stalest()
             if swarm.seen[j] >= rec.last_seen_ns:
                 return 0
+            evicted = swarm.record(j) if self.observer is not None else None
             swarm.delete(j)  # stalest first
             self._live -= 1
+            if evicted is not None:
+                self._notify(info_hash, evicted, None)
         elif self._live >= self.max_records:
             self._make_room(now_ns, keep=info_hash)
         # the tombstone it supersedes (unless making room just swept it)
-        if held is not None and swarm.tombs and swarm.tombs.pop(addr, None) is not None:
-            self._tombs -= 1
-            if not swarm.tombs:
-                swarm.tombs = None
-        swarm.insert(addr, rec.last_seen_ns, rec.peer_id, rec.seeder, rec.origin)
+        superseded: Record | None = None
+        if held is not None and swarm.tombs:
+            t = swarm.tombs.pop(addr, None)
+            if t is not None:
+                superseded = Record(addr, t[0], b"", FLAG_TOMBSTONE, t[1], t[2])
+                self._tombs -= 1
+                if not swarm.tombs:
+                    swarm.tombs = None
+        swarm.insert(
+            addr, rec.last_seen_ns, rec.peer_id, rec.seeder, rec.origin, version=rec.version
+        )
+        self._notify(info_hash, superseded, rec)
         if rec.last_seen_ns < self._pass_min:
             self._pass_min = rec.last_seen_ns
             self._min_seen = min(self._min_seen, rec.last_seen_ns)
@@ -448,16 +525,68 @@ class Store:
             return seen >= now_ns - self.tombstone_ttl_ns
         return self._alive(seen, origin, now_ns - self.ttl_ns, now_ns)
 
-    def _put_tomb(self, swarm: Swarm, rec: Record) -> None:
+    def _put_tomb(self, info_hash: str, swarm: Swarm, rec: Record) -> None:
         if swarm.tombs is None:
             swarm.tombs = {}
         tombs = swarm.tombs
         if len(tombs) >= self.max_per_key:  # bounded like live records: stalest first
             stale = min(tombs, key=lambda a: tombs[a][0])
-            del tombs[stale]
+            s, o, v = tombs.pop(stale)
             self._tombs -= 1
-        tombs[rec.addr] = (rec.last_seen_ns, rec.origin)
+            self._notify(info_hash, Record(stale, s, b"", FLAG_TOMBSTONE, o, v), None)
+        tombs[rec.addr] = (rec.last_seen_ns, rec.origin, rec.version)
         self._tombs += 1
+
+    # -- v2 replication hooks -----------------------------------------------------------
+
+    def _next_version(self) -> int:
+        self._version += 1
+        return self._version
+
+    def _notify(self, info_hash: str, old: Record | None, new: Record | None) -> None:
+        obs = self.observer
+        if obs is None:
+            return
+        if (old is not None and old.origin) or (new is not None and new.origin):
+            obs(info_hash, old, new)
+
+    def has_changes(self) -> bool:
+        return bool(self._changes)
+
+    def drain_changes(self) -> list[tuple[str, Record]]:
+        """Changes to records of :attr:`local_origin` since the last call (for rumors)."""
+        changes, self._changes = self._changes, []
+        return changes
+
+    def replicated(self, info_hash: str) -> list[Record]:
+        """Every record of a key held with an origin (live, expired-unswept, tombstones)."""
+        swarm = self._swarms.get(info_hash)
+        if swarm is None:
+            return []
+        origins = swarm.origins
+        out = [swarm.record(i) for i in range(len(swarm)) if origins[i]]
+        if swarm.tombs:
+            out.extend(
+                Record(a, s, b"", FLAG_TOMBSTONE, o, v)
+                for a, (s, o, v) in swarm.tombs.items()
+                if o
+            )
+        return out
+
+    def iter_all(self) -> Iterator[tuple[str, Record]]:
+        """Every record held, tombstones included."""
+        for ih in list(self._swarms):
+            for rec in self._all_of(self._swarms[ih]):
+                yield ih, rec
+
+    @staticmethod
+    def _all_of(swarm: Swarm) -> list[Record]:
+        out = [swarm.record(i) for i in range(len(swarm))]
+        if swarm.tombs:
+            out.extend(
+                Record(a, s, b"", FLAG_TOMBSTONE, o, v) for a, (s, o, v) in swarm.tombs.items()
+            )
+        return out
 
     def _make_room(self, now_ns: int, keep: str) -> None:
         """The store is full: free one record, expired first, else the stalest of a sample.
@@ -490,8 +619,11 @@ class Store:
             if sampled >= _SWEEP_SAMPLE:
                 break
         if best is not None:
+            evicted = best.record(best_i) if self.observer is not None else None
             best.delete(best_i)
             self._live -= 1
+            if evicted is not None:
+                self._notify(keys[self._evict_pos], evicted, None)
 
     # -- downloads (BitTorrent 'completed'), a per-node counter merged by max -----------
 
@@ -569,7 +701,9 @@ class Store:
             return []
         cutoff = now_ns - self.tombstone_ttl_ns
         return [
-            Record(a, s, b"", FLAG_TOMBSTONE, o) for a, (s, o) in swarm.tombs.items() if s >= cutoff
+            Record(a, s, b"", FLAG_TOMBSTONE, o, v)
+            for a, (s, o, v) in swarm.tombs.items()
+            if s >= cutoff
         ]
 
     def get(self, info_hash: str, addr: AddrKey) -> Record | None:
@@ -664,7 +798,7 @@ class Store:
             swarm = self._swarms.get(info_hash)
             if swarm is None:
                 continue
-            freed += self._sweep_swarm(swarm, cutoff, tomb_cutoff, now_ns)
+            freed += self._sweep_swarm(info_hash, swarm, cutoff, tomb_cutoff, now_ns)
             if len(swarm) == 0 and not swarm.tombs:
                 del self._swarms[info_hash]
             elif swarm.min_seen < self._pass_min:
@@ -685,12 +819,16 @@ class Store:
         self._sweep_pos = 0
         self._evict_pos = 0
 
-    def _sweep_swarm(self, swarm: Swarm, cutoff: int, tomb_cutoff: int, now_ns: int) -> int:
+    def _sweep_swarm(
+        self, info_hash: str, swarm: Swarm, cutoff: int, tomb_cutoff: int, now_ns: int
+    ) -> int:
         freed = 0
         if swarm.tombs:
-            dead = [a for a, (s, _) in swarm.tombs.items() if s < tomb_cutoff]
+            dead = [a for a, (s, _, _) in swarm.tombs.items() if s < tomb_cutoff]
             for a in dead:
-                del swarm.tombs[a]
+                s, o, v = swarm.tombs.pop(a)
+                if o:
+                    self._notify(info_hash, Record(a, s, b"", FLAG_TOMBSTONE, o, v), None)
             self._tombs -= len(dead)
             freed += len(dead)
             if not swarm.tombs:
@@ -698,11 +836,27 @@ class Store:
         if swarm.min_seen >= cutoff:
             return freed
         seen, origins = swarm.seen, swarm.origins
+        mine = self.local_origin
         for i in range(len(seen) - 1, -1, -1):  # deleting i only moves already-checked slots
             if not self._alive(seen[i], origins[i], cutoff, now_ns):
+                o = origins[i]
+                keep = o != 0 and (o == mine or self.observer is not None)
+                old = swarm.record(i) if keep else None
                 swarm.delete(i)
                 freed += 1
                 self._live -= 1
+                if old is None:
+                    continue
+                if o and o == mine:  # our own record expired: replicas learn it by a tombstone
+                    tomb = Record(
+                        old.addr, max(now_ns, old.last_seen_ns + 1), b"", FLAG_TOMBSTONE, o,
+                        self._next_version(),
+                    )
+                    self._put_tomb(info_hash, swarm, tomb)
+                    self._notify(info_hash, old, tomb)
+                    self._changes.append((info_hash, tomb))
+                else:
+                    self._notify(info_hash, old, None)
         swarm.min_seen = min(seen) if len(seen) else 1 << 62
         if self._leases and len(seen):  # leased records may be older than cutoff
             swarm.min_seen = min(swarm.min_seen, cutoff)
@@ -717,8 +871,8 @@ class Store:
             for i in range(len(swarm)):
                 out[ih, swarm.addrs[i]] = swarm.record(i)
             if swarm.tombs:
-                for a, (s, o) in swarm.tombs.items():
-                    out[ih, a] = Record(a, s, b"", FLAG_TOMBSTONE, o)
+                for a, (s, o, v) in swarm.tombs.items():
+                    out[ih, a] = Record(a, s, b"", FLAG_TOMBSTONE, o, v)
         return out
 
     def iter_records(self) -> Iterator[tuple[str, Record]]:

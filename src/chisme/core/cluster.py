@@ -1,0 +1,159 @@
+"""A node's duties to its cluster (v2), as one sans-I/O engine: membership + replication.
+
+:class:`ClusterEngine` composes SWIM membership (:mod:`chisme.core.membership`) and record
+replication (:mod:`chisme.core.gossip`) over one store. The node shell and the simulator
+drive it the same way::
+
+    engine = ClusterEngine(member_id, "10.0.0.5:7070", store, rng=rng, seeds=[...])
+    send_all(engine.start(wall_ns, mono_ns))
+    loop:
+        on a message from a peer:        send_all(engine.on_message(src, msg, wall, mono))
+        when mono >= engine.next_deadline_ns():   send_all(engine.tick(wall, mono))
+
+Two clocks: ``wall_ns`` stamps records (last_seen is wall time, WIRE.md); ``mono_ns`` drives
+timers (probes, suspicion), which must not jump with the wall clock.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from chisme.core.gossip import GossipConfig, Out, Replicator, origin_id
+from chisme.core.membership import (
+    Member,
+    MemberEvent,
+    Membership,
+    MemberState,
+    Message,
+    PushPull,
+    Send,
+    SwimConfig,
+    Update,
+)
+from chisme.core.store import Store
+
+
+class SwimPacket(NamedTuple):
+    """A membership message with its piggybacked updates, as it travels."""
+
+    msg: Message
+    piggyback: tuple[Update, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    swim: SwimConfig = field(default_factory=SwimConfig.lan)
+    gossip: GossipConfig = field(default_factory=GossipConfig)
+    lease_renew_ns: int = 1_000_000_000  # how often live origins' leases are pushed forward
+
+
+class _View:
+    """Membership as replication sees it: addresses of random alive members."""
+
+    def __init__(self, membership: Membership) -> None:
+        self.m = membership
+
+    def random_alive(self, k: int, exclude: Sequence[str] = ()) -> list[str]:
+        return [member.addr for member in self.m.random_alive(k)]
+
+    def num_alive(self) -> int:
+        return self.m.num_alive()
+
+
+class ClusterEngine:
+    """Membership and replication for one node (see the module docstring)."""
+
+    def __init__(
+        self,
+        member_id: str,
+        addr: str,
+        store: Store,
+        *,
+        config: ClusterConfig = ClusterConfig(),
+        rng: random.Random,
+        seeds: Sequence[str] = (),
+    ) -> None:
+        self.member_id = member_id
+        self.addr = addr
+        self.store = store
+        self.config = config
+        self.origin = origin_id(member_id)
+        store.local_origin = self.origin
+        self.membership = Membership(member_id, addr, config.swim, rng, seeds)
+        self.replicator = Replicator(store, _View(self.membership), config.gossip, rng)
+        self._origins: dict[str, int] = {}
+        self._next_lease_ns = 0
+        self.events: list[MemberEvent] = []  # drained by the shell (logs, metrics)
+
+    # -- driving ----------------------------------------------------------------------
+
+    def start(self, wall_ns: int, mono_ns: int) -> list[Out]:
+        """Join through the seeds."""
+        return self._outs(self.membership.join(mono_ns))
+
+    def next_deadline_ns(self) -> int:
+        """The earliest monotonic time at which :meth:`tick` has work to do."""
+        return min(
+            self.membership.next_deadline_ns(),
+            self._next_lease_ns,
+            self.replicator.next_deadline_ns(),
+        )
+
+    def tick(self, wall_ns: int, mono_ns: int) -> list[Out]:
+        out = self._outs(self.membership.tick(mono_ns))
+        self._take_events()
+        if mono_ns >= self._next_lease_ns:
+            self._next_lease_ns = mono_ns + self.config.lease_renew_ns
+            self.replicator.renew_leases(self._live_origins(), wall_ns)
+        out.extend(self.replicator.tick(wall_ns, mono_ns))
+        return out
+
+    def on_message(self, src: str, msg: object, wall_ns: int, mono_ns: int) -> list[Out]:
+        """Handle one message from the member at ``src``."""
+        if isinstance(msg, SwimPacket):
+            out = self._outs(self.membership.on_message(msg.msg, msg.piggyback, mono_ns))
+            self._take_events()
+            return out
+        return self.replicator.on_message(src, msg, wall_ns, mono_ns)
+
+    def leave(self, mono_ns: int) -> list[Out]:
+        return self._outs(self.membership.leave(mono_ns))
+
+    # -- queries ------------------------------------------------------------------------
+
+    def members(self) -> list[Member]:
+        return self.membership.members()
+
+    def alive_addrs(self) -> list[str]:
+        return [m.addr for m in self.membership.members() if m.state == MemberState.ALIVE]
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _outs(self, sends: list[Send]) -> list[Out]:
+        return [
+            Out(s.to_addr, SwimPacket(s.msg, s.piggyback), isinstance(s.msg, PushPull))
+            for s in sends
+        ]
+
+    def _take_events(self) -> None:
+        for ev in self.membership.drain_events():
+            self.events.append(ev)
+            if ev.kind in ("dead", "left"):
+                # no lease renewal from now on: its records expire a TTL after the last one
+                pass
+        if len(self.events) > 10_000:
+            del self.events[:-1000]
+
+    def _live_origins(self) -> list[int]:
+        out: list[int] = []
+        cache = self._origins
+        for member in self.membership.members():
+            if member.state in (MemberState.ALIVE, MemberState.SUSPECT):
+                o = cache.get(member.node_id)
+                if o is None:
+                    o = cache[member.node_id] = origin_id(member.node_id)
+                out.append(o)
+        return out

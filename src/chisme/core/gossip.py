@@ -1,0 +1,357 @@
+"""Replication between chisme nodes (v2): origin leases, rumors, and digest anti-entropy.
+
+Pure and sans-I/O: :class:`Replicator` reads ``now_ns`` and an ``rng`` from its caller and
+returns :class:`Out` messages for the shell (or the simulator) to deliver. docs/v2.md has
+the design; in short:
+
+- the *origin* of a record (the node that accepted it first-hand) versions its changes;
+  silent refreshes cost nothing; replicas keep an origin's records while it is alive
+  (:meth:`Replicator.renew_leases`), and the origin tombstones what its own TTL expires;
+- a change is *rumored* to a few random members, each change a bounded number of times
+  (memberlist's transmit-limited queue);
+- once per ``sync_interval_ns`` a node compares a two-level XOR digest with one random member
+  and exchanges only the records of the buckets that differ (Merkle-style anti-entropy,
+  research/gossip.md §6), so an idle cluster exchanges a root hash and little else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from array import array
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
+
+from chisme.core.broadcast import TransmitLimitedQueue
+from chisme.core.keys import AddrKey
+from chisme.core.records import Record, order_key
+from chisme.core.store import Store
+
+BUCKETS = 4096
+GROUPS = 64
+PER_GROUP = BUCKETS // GROUPS
+ItemRecord = tuple[str, Record]
+"""One replicated record: (info hash, record)."""
+
+
+# -- messages (primitive fields: wire/v2.py encodes them) ---------------------------------
+
+
+class Rumors(NamedTuple):
+    """Fresh changes, pushed to a few random members (unreliable datagram)."""
+
+    items: tuple[ItemRecord, ...]
+
+
+class SyncRoot(NamedTuple):
+    sync_id: int
+    root: int
+    size: int  # records in the digest
+
+
+class SyncOk(NamedTuple):
+    sync_id: int
+
+
+class SyncGroups(NamedTuple):
+    sync_id: int
+    hashes: tuple[int, ...]  # GROUPS group hashes
+
+
+class SyncBuckets(NamedTuple):
+    sync_id: int
+    buckets: tuple[tuple[int, int], ...]  # (bucket, hash) for every bucket of differing groups
+
+
+class Delta(NamedTuple):
+    sync_id: int
+    buckets: tuple[int, ...]  # the buckets this delta covers
+    items: tuple[ItemRecord, ...]
+    reply: bool  # True: the receiver answers with what the sender lacks
+
+
+SyncMessage = SyncRoot | SyncOk | SyncGroups | SyncBuckets | Delta
+
+
+class Out(NamedTuple):
+    """A message for the shell to send: reliable (TCP stream) or not (UDP datagram)."""
+
+    to: str
+    msg: object
+    reliable: bool
+
+
+class PeerView(Protocol):
+    """What replication needs from membership."""
+
+    def random_alive(self, k: int, exclude: Sequence[str] = ()) -> list[str]: ...
+
+    def num_alive(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class GossipConfig:
+    gossip_interval_ns: int = 200_000_000
+    gossip_nodes: int = 3
+    retransmit_mult: int = 4
+    sync_interval_ns: int = 1_000_000_000
+    sync_timeout_ns: int = 5_000_000_000
+    max_concurrent_syncs: int = 8
+    max_datagram_bytes: int = 1200
+    max_sync_records: int = 800  # about 64 KiB of records per Delta
+
+
+# -- hashing: the same numbers on every node ------------------------------------------
+
+
+def origin_id(member_id: str) -> int:
+    """The 32-bit origin number of a member id (non-zero; the same on every node).
+
+    32 bits keep the store's per-record origin at 4 bytes; two members of a 1,000-node
+    cluster share a number with probability ~1e-4 (their records would share a lease).
+    """
+    h = int.from_bytes(hashlib.blake2b(member_id.encode(), digest_size=4).digest(), "big")
+    return h or 1
+
+
+def bucket_of(info_hash: str) -> int:
+    digest = hashlib.blake2b(info_hash.encode(), digest_size=2).digest()
+    return int.from_bytes(digest, "big") % BUCKETS
+
+
+def record_hash(info_hash: str, rec: Record) -> int:
+    """What two replicas must agree on for a record: its identity and origin version."""
+    addr = rec.addr if isinstance(rec.addr, bytes) else rec.addr.encode()
+    h = hashlib.blake2b(digest_size=8)
+    h.update(info_hash.encode())
+    h.update(b"\x00")
+    h.update(addr)
+    h.update(rec.origin.to_bytes(8, "big"))
+    h.update(rec.version.to_bytes(8, "big"))
+    return int.from_bytes(h.digest(), "big")
+
+
+def record_size(info_hash: str, rec: Record) -> int:
+    """A close estimate of a record's encoded size, for byte budgets."""
+    return len(info_hash) + len(rec.addr) + len(rec.peer_id) + 32
+
+
+class Digest:
+    """Two-level XOR digest of the replicated records, kept incrementally."""
+
+    def __init__(self) -> None:
+        self.buckets = array("Q", bytes(8 * BUCKETS))
+        self.groups = array("Q", bytes(8 * GROUPS))
+        self.root = 0
+        self.count = 0
+        self.keys: list[set[str]] = [set() for _ in range(BUCKETS)]
+
+    def toggle(self, info_hash: str, rec: Record, sign: int) -> None:
+        b = bucket_of(info_hash)
+        h = record_hash(info_hash, rec)
+        self.buckets[b] ^= h
+        self.groups[b // PER_GROUP] ^= h
+        self.root ^= h
+        self.count += sign
+        if sign > 0:
+            self.keys[b].add(info_hash)
+
+    def on_change(self, info_hash: str, old: Record | None, new: Record | None) -> None:
+        """The store's observer: a replicated record appeared, changed or went away."""
+        if old is not None and old.origin:
+            self.toggle(info_hash, old, -1)
+        if new is not None and new.origin:
+            self.toggle(info_hash, new, +1)
+
+
+class Replicator:
+    """Replicates a node's store with its cluster (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: Store,
+        view: PeerView,
+        config: GossipConfig,
+        rng: random.Random,
+    ) -> None:
+        self.store = store
+        self.view = view
+        self.config = config
+        self.rng = rng
+        self.digest = Digest()
+        store.observer = self.digest.on_change
+        for info_hash, rec in store.iter_all():
+            self.digest.on_change(info_hash, None, rec)
+        self.rumors: TransmitLimitedQueue[ItemRecord] = TransmitLimitedQueue(
+            config.retransmit_mult, max_items=65536
+        )
+        self._next_gossip = 0
+        self._next_sync = 0
+        self._sync_seq = rng.getrandbits(31)
+        self._syncs: dict[int, tuple[str, int]] = {}  # sync id -> (peer, started)
+        self.on_merged: Callable[[int, int, int], None] | None = None  # metrics hook
+
+    # -- local changes ------------------------------------------------------------------
+
+    def publish(self, changes: Iterable[ItemRecord]) -> None:
+        """Queue changes for rumoring (the store's local-origin outbox, or merges)."""
+        for info_hash, rec in changes:
+            key = f"{info_hash}\x00{rec.addr!r}"
+            self.rumors.queue(key, (info_hash, rec), record_size(info_hash, rec))
+
+    # -- time -----------------------------------------------------------------------------
+
+    def next_deadline_ns(self) -> int:
+        """The earliest monotonic time at which :meth:`tick` has work to do."""
+        if len(self.rumors) or self.store.has_changes():
+            return min(self._next_gossip, self._next_sync)
+        return self._next_sync
+
+    def tick(self, wall_ns: int, mono_ns: int) -> list[Out]:
+        """Rumor gossip and anti-entropy, when due (timers on the monotonic clock)."""
+        out: list[Out] = []
+        self.publish(self.store.drain_changes())
+        if mono_ns >= self._next_gossip:
+            self._next_gossip = mono_ns + self.config.gossip_interval_ns
+            out.extend(self.gossip_round())
+        if mono_ns >= self._next_sync:
+            self._next_sync = mono_ns + self.config.sync_interval_ns
+            out.extend(self.start_sync(mono_ns))
+        return out
+
+    def gossip_round(self) -> list[Out]:
+        """Send queued rumors to ``gossip_nodes`` random alive members."""
+        if not len(self.rumors):
+            return []
+        targets = self.view.random_alive(self.config.gossip_nodes)
+        n = self.view.num_alive()
+        out: list[Out] = []
+        for to in targets:
+            items = self.rumors.take(self.config.max_datagram_bytes - 64, n + 1)
+            if not items:
+                break
+            out.append(Out(to, Rumors(tuple(items)), reliable=False))
+        return out
+
+    def start_sync(self, now_ns: int) -> list[Out]:
+        """Begin one anti-entropy exchange with a random member, if a slot is free."""
+        for sid, (_, started) in list(self._syncs.items()):
+            if now_ns - started > self.config.sync_timeout_ns:
+                del self._syncs[sid]
+        if len(self._syncs) >= self.config.max_concurrent_syncs:
+            return []
+        targets = self.view.random_alive(1)
+        if not targets:
+            return []
+        self._sync_seq = (self._sync_seq + 1) & 0x7FFFFFFF
+        sid = self._sync_seq
+        self._syncs[sid] = (targets[0], now_ns)
+        return [Out(targets[0], SyncRoot(sid, self.digest.root, self.digest.count), True)]
+
+    # -- messages ------------------------------------------------------------------------
+
+    def on_message(self, src: str, msg: object, now_ns: int, mono_ns: int = 0) -> list[Out]:
+        """Apply one replication message from ``src``; return the answers.
+
+        ``now_ns`` is the wall clock (record stamps and expiry)."""
+        if isinstance(msg, Rumors):
+            self._merge(msg.items, now_ns, rumor=True)
+            return []
+        if isinstance(msg, SyncRoot):
+            d = self.digest
+            if msg.root == d.root:
+                return [Out(src, SyncOk(msg.sync_id), True)]
+            return [Out(src, SyncGroups(msg.sync_id, tuple(d.groups)), True)]
+        if isinstance(msg, SyncOk):
+            self._syncs.pop(msg.sync_id, None)
+            return []
+        if isinstance(msg, SyncGroups):
+            if msg.sync_id not in self._syncs or len(msg.hashes) != GROUPS:
+                return []
+            groups = [g for g in range(GROUPS) if msg.hashes[g] != self.digest.groups[g]]
+            if not groups:
+                self._syncs.pop(msg.sync_id, None)
+                return []
+            buckets = tuple(
+                (b, self.digest.buckets[b])
+                for g in groups
+                for b in range(g * PER_GROUP, (g + 1) * PER_GROUP)
+            )
+            return [Out(src, SyncBuckets(msg.sync_id, buckets), True)]
+        if isinstance(msg, SyncBuckets):
+            differ = tuple(
+                b for b, h in msg.buckets if 0 <= b < BUCKETS and self.digest.buckets[b] != h
+            )
+            items, covered = self._records_of(differ, now_ns)
+            return [Out(src, Delta(msg.sync_id, covered, items, reply=True), True)]
+        if isinstance(msg, Delta):
+            theirs = self._merge(msg.items, now_ns, rumor=False)
+            if not msg.reply:
+                return []
+            self._syncs.pop(msg.sync_id, None)
+            mine, _ = self._records_of(msg.buckets, now_ns)
+            lacking = tuple(
+                (ih, r)
+                for ih, r in mine
+                if (ih, r.addr) not in theirs or order_key(r) > order_key(theirs[ih, r.addr])
+            )
+            if not lacking:
+                return []
+            return [Out(src, Delta(msg.sync_id, (), lacking, reply=False), True)]
+        return []
+
+    def _merge(
+        self, items: Iterable[ItemRecord], now_ns: int, *, rumor: bool
+    ) -> dict[tuple[str, AddrKey], Record]:
+        """Merge replicated records; new ones are rumored on. Returns what the sender had."""
+        seen: dict[tuple[str, AddrKey], Record] = {}
+        inserted = replaced = ignored = 0
+        for info_hash, rec in items:
+            seen[info_hash, rec.addr] = rec
+            if not rec.origin or rec.origin == self.store.local_origin:
+                ignored += 1  # our own records come back; only we change them
+                continue
+            result = self.store.merge(info_hash, (rec,), now_ns, clamp=False)
+            inserted += result.inserted
+            replaced += result.replaced
+            ignored += result.ignored
+            if result.changed:
+                self.publish((info_hash, r) for r in result.changed)
+        if self.on_merged is not None:
+            self.on_merged(inserted, replaced, ignored)
+        return seen
+
+    def _records_of(
+        self, buckets: Sequence[int], now_ns: int
+    ) -> tuple[tuple[ItemRecord, ...], tuple[int, ...]]:
+        """Replicated records of some buckets, up to the Delta cap (whole buckets only)."""
+        out: list[ItemRecord] = []
+        covered: list[int] = []
+        cap = self.config.max_sync_records
+        for b in buckets:
+            if not 0 <= b < BUCKETS:
+                continue
+            chunk: list[ItemRecord] = []
+            keys = self.digest.keys[b]
+            for info_hash in list(keys):
+                recs = self.store.replicated(info_hash)
+                if not recs:
+                    if info_hash not in self.store:
+                        keys.discard(info_hash)
+                    continue
+                chunk.extend((info_hash, r) for r in recs)
+            if out and len(out) + len(chunk) > cap:
+                break
+            out.extend(chunk)
+            covered.append(b)
+        return tuple(out), tuple(covered)
+
+    # -- leases ---------------------------------------------------------------------------
+
+    def renew_leases(self, alive_origins: Iterable[int], now_ns: int) -> None:
+        """Keep the records of live origins alive for another TTL."""
+        until = now_ns + self.store.ttl_ns
+        for origin in alive_origins:
+            if origin != self.store.local_origin:
+                self.store.set_lease(origin, until)
