@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import Any, NamedTuple
 
 from chisme.config import Config
+from chisme.core.gossip import plan_full_push
 from chisme.core.keys import AddrKey, parse_addr, parse_info_hash
 from chisme.core.lookup import merge_answers, pick_fanout
 from chisme.core.records import MAX_PEER_ID_BYTES, Provider, Record, to_provider
@@ -420,12 +421,10 @@ class Node:
         """One v1 gossip round: every live key's providers to every peer. Returns messages sent."""
         if not self.peers:
             return 0
-        now = self.clock()
-        payloads: list[bytes] = []
-        for info_hash in self.store.keys():
-            records = self.store.live_records(info_hash, now)
-            if records:
-                payloads.append(v1.encode_message(v1.Gossip(info_hash, records)))
+        payloads = [
+            v1.encode_message(v1.Gossip(info_hash, records))
+            for info_hash, records in plan_full_push(self.store, self.peers, self.clock())
+        ]
         sends = [self._send(peer, data, "gossip") for peer in self.peers for data in payloads]
         await asyncio.gather(*sends)
         return len(sends)

@@ -102,6 +102,25 @@ class GossipConfig:
     max_sync_records: int = 800  # about 64 KiB of records per Delta
 
 
+def plan_full_push(
+    store: Store, peers: Sequence[str], now_ns: int
+) -> list[tuple[str, list[Record]]]:
+    """The seed design's gossip round (v1): every live key's providers, for every peer.
+
+    Returns ``(info_hash, records)`` pairs; the shell sends each to each of ``peers`` as a v1
+    ``gossip`` message. O(keys x providers x peers) bytes per round, whatever changed: this
+    is what v2 replaces (docs/v2.md).
+    """
+    if not peers:
+        return []
+    out: list[tuple[str, list[Record]]] = []
+    for info_hash in store.keys():
+        records = store.live_records(info_hash, now_ns)
+        if records:
+            out.append((info_hash, records))
+    return out
+
+
 # -- hashing: the same numbers on every node ------------------------------------------
 
 
