@@ -52,14 +52,16 @@ Deviations from memberlist, each deliberate:
 - Forgotten members are quarantined for ``quarantine_ns`` (Cassandra's idea, research/gossip.md §9):
   an ``Alive`` at or below the incarnation they were forgotten at is ignored, so stale gossip does
   not resurrect them; a genuine refutation (a higher incarnation) is accepted.
-- A member that pings us while we hold it suspect or dead gets that ``Suspect``/``Dead`` at the head
-  of our ack's piggyback, so it refutes at once (Lifeguard's buddy system, applied to the reply
-  path too). Gossip is sent to alive and suspect members only; this reply rule and the reconnect
-  retries replace memberlist's "gossip to the dead".
-- Conversely, a node that receives any accusation about itself (even a stale one, below its
-  incarnation) sends its current ``Alive`` straight back to the sender (in the ack when the
-  accusation came on a ping). memberlist ignores stale accusations, which leaves a member that
-  missed every copy of a refutation accusing a live node until its timer declares it dead.
+- Point-to-point repair when a sender and we disagree (``Membership._buddy``): a member that
+  sends us anything while we hold it suspect or dead is told so (Lifeguard's buddy system,
+  extended from probes to every message, and to the ack of its pings); a node that receives any
+  accusation about itself, even a stale one below its incarnation, sends its current ``Alive``
+  straight back to the sender. memberlist ignores stale accusations, so a member that missed
+  every copy of a refutation keeps accusing a live node until its timer declares it dead.
+  Gossip goes to alive and suspect members only; these rules and the reconnect retries replace
+  memberlist's "gossip to the dead".
+- Before a suspicion timer declares a member dead, one last probe (carrying the accusation) is
+  sent; only if it fails too is the member declared dead (``Membership._next_check``).
 - A probe that fails suspects the incarnation the target had when the probe *started*, so a
   refutation that arrives during the probe is not immediately re-accused.
 """
@@ -574,7 +576,7 @@ class Membership:
             config.retransmit_mult, config.max_queued_broadcasts
         )
         self._rebroadcast = True
-        self._accused = False  # the message being handled accused us (see _correct)
+        self._accused = False  # the message being handled accused us (see _buddy)
         self._events: deque[MemberEvent] = deque(maxlen=config.max_events)
         self.events_dropped = 0
         self._state_cache: tuple[Update, ...] | None = None
@@ -769,8 +771,7 @@ class Membership:
                 reply = PushPull(self._id, self._addr, self._local_state_tuple(), reply=True)
                 return [Send(msg.source_addr, reply)]  # carries our Alive anyway
         # (Gossip: the piggyback was the message.)
-        if self._accused:
-            self._correct(msg, out)
+        self._buddy(msg, out)
         return out
 
     def local_state(self) -> list[Update]:
@@ -940,23 +941,51 @@ class Membership:
         score = self._awareness + delta
         self._awareness = min(max(score, 0), self._cfg.awareness_max - 1)
 
-    def _correct(self, msg: Message, out: list[Send]) -> None:
-        """Send our current Alive straight back to whoever just told us we are suspect or dead.
+    def _buddy(self, msg: Message, out: list[Send]) -> None:
+        """Point-to-point repair between a sender and us when one of us is behind on the other.
 
         Gossip reaches each member only with high probability: at 50 nodes and 10 % loss about
-        one member in 1,500 misses a given refutation entirely and would later declare us dead
-        on its own. Whoever still sends an accusation about us (buddy Suspect on a probe, a
-        re-gossiped Suspect, a merged state) is by construction behind on us, so it gets the
-        refutation point to point. Triggered only by accusations, so it costs nothing when
-        healthy.
+        one member in 1,500 misses every copy of a given refutation, and would keep a live node
+        suspect (then dead) or, after a partition, dead for a whole probe pass. Two cheap rules,
+        triggered only by disagreement, so they cost nothing in a healthy cluster:
+
+        - *we were accused* by this message (even stale, below our incarnation): its sender is
+          behind on us, so it gets our current ``Alive`` directly (this is how a refutation
+          reaches whoever missed it);
+        - the *sender* is a member we hold suspect or dead: it is obviously running, so we tell
+          it what we believe (Lifeguard's buddy system, extended from probes to every message);
+          it refutes, and its ``Alive`` comes back to us by the first rule.
+
+        On a :class:`Ping` both ride on the ack (see ``_on_ping``); here they go as one
+        :class:`Gossip` packet. Acks and nacks answer our own requests: no accusation for those.
         """
-        if isinstance(msg, PushPull):
+        first: list[Update] = []
+        if self._accused and not self._left:
+            first.append(self._my_alive())
+        source = self._nodes.get(msg.source_id)
+        if source is self._me:
+            return
+        if not isinstance(msg, Ack | Nack):
+            accusation = self._accusation_about(source)
+            if accusation is not None:
+                first.append(accusation)
+        if not first:
+            return
+        if isinstance(msg, PushPull | PingReq):
             addr: str | None = msg.source_addr
         else:
-            source = self._nodes.get(msg.source_id)
-            addr = None if source is None or source is self._me else source.addr
-        if addr is not None and not self._left:
-            out.append(self._packet(addr, Gossip(self._id), (self._my_alive(),)))
+            addr = None if source is None else source.addr
+        if addr is not None:
+            out.append(self._packet(addr, Gossip(self._id), tuple(first)))
+
+    def _accusation_about(self, node: _Node | None) -> Update | None:
+        if node is None or node is self._me:
+            return None
+        if node.state is _SUSPECT:
+            return Suspect(node.node_id, node.incarnation, self._id)
+        if node.state is _DEAD:
+            return Dead(node.node_id, node.incarnation, self._id)
+        return None
 
     def _my_alive(self) -> Alive:
         return Alive(self._id, self._addr, self._me.incarnation)
@@ -965,12 +994,9 @@ class Membership:
         if msg.target_id != self._id:
             return []  # meant for an earlier process at this address (memberlist handlePing)
         first: tuple[Update, ...] = (self._my_alive(),) if self._accused else ()
-        source = self._nodes.get(msg.source_id)
-        if source is not None and source is not self._me:
-            if source.state is _SUSPECT:
-                first += (Suspect(source.node_id, source.incarnation, self._id),)
-            elif source.state is _DEAD:
-                first += (Dead(source.node_id, source.incarnation, self._id),)
+        accusation = self._accusation_about(self._nodes.get(msg.source_id))
+        if accusation is not None:
+            first += (accusation,)  # see _buddy
         return [self._packet(msg.source_addr, Ack(msg.seq, self._id), first)]
 
     def _on_ack(self, msg: Ack) -> list[Send]:
@@ -1047,7 +1073,7 @@ class Membership:
         only with high probability, so a member that missed every copy of a refutation would
         declare a live node dead (at 50 nodes and 10 % loss, about one false death per 20
         minutes). The last probe carries the buddy ``Suspect``; a live target answers with its
-        ack and (see ``_correct``) its current ``Alive``, which refutes. Costs one probe per
+        ack and (see ``_buddy``) its current ``Alive``, which refutes. Costs one probe per
         suspicion that times out here, and at most one probe interval of detection time.
         """
         checks = self._checks
