@@ -1,8 +1,13 @@
 """A small, fast HTTP/1.1 server shell on httptools (the parser uvicorn uses).
 
-It parses requests, enforces size limits and deadlines, supports keep-alive and pipelining
-(answers go out in request order), and hands each :class:`Request` to a handler that returns
-a :class:`Response` directly (the tracker's hot path) or an awaitable of one (the JSON API).
+It parses requests, enforces size limits and deadlines, supports keep-alive and pipelining,
+and hands each :class:`Request` to a handler that returns a :class:`Response` directly (the
+tracker's hot path) or an awaitable of one (the JSON API).
+
+A connection serves its requests one at a time, in order: pipelined requests wait in a queue
+while an awaitable answer is pending or while the client is not reading its answers (the
+transport's write buffer is full), and reading pauses meanwhile. So one connection costs at
+most one handler in flight and one socket buffer of answers, whatever the client sends.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -137,16 +143,20 @@ class _HttpConnection(asyncio.Protocol):
         "closed",
         "counted",
         "failure",
+        "final",
         "header_name",
         "header_size",
         "headers",
+        "in_flight",
         "in_request",
         "parser",
-        "pending",
+        "queue",
+        "reading_paused",
         "server",
         "timer",
         "transport",
         "url",
+        "write_paused",
     )
 
     def __init__(self, server: HttpServer) -> None:
@@ -160,13 +170,17 @@ class _HttpConnection(asyncio.Protocol):
         self.header_size = 0
         self.body: list[bytes] = []
         self.body_size = 0
-        self.pending: list[asyncio.Future[bytes]] = []  # answers not yet written, in order
+        self.queue: deque[tuple[Request, bool]] = deque()  # parsed, not yet handled
+        self.in_flight = False  # an awaitable answer is pending
+        self.write_paused = False  # the transport's write buffer is full
+        self.reading_paused = False
         self.timer: asyncio.TimerHandle | None = None
         self.closed = False
         self.counted = False
         self.failure: _TooLargeError | None = None  # raised in a parser callback
         self.in_request = False  # between the first byte of a request and its end
-        self.broken = False  # an error answer is queued: read nothing more
+        self.broken = False  # parse nothing more; close once the queue is answered
+        self.final: bytes | None = None  # an error answer to send after the queue
 
     # -- asyncio.Protocol -------------------------------------------------------------
 
@@ -192,7 +206,7 @@ class _HttpConnection(asyncio.Protocol):
             # RFC 9110 §7.8); the bytes after it would be another protocol: read no more,
             # close once the answers are out
             self.broken = True
-            self._flush()
+            self._dispatch()
         except httptools.HttpParserError:
             # httptools wraps an exception raised in a callback in HttpParserCallbackError,
             # so a size limit hit in on_header/on_body is found on the connection, not here
@@ -209,8 +223,15 @@ class _HttpConnection(asyncio.Protocol):
             self.server.active -= 1
         if self.timer is not None:
             self.timer.cancel()
-        for fut in self.pending:
-            fut.cancel()
+        self.queue.clear()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._dispatch()
 
     # -- httptools callbacks ------------------------------------------------------------
 
@@ -267,59 +288,62 @@ class _HttpConnection(asyncio.Protocol):
             client_port=self.client[1],
         )
         self._arm(self.server.limits.keepalive_timeout_s)
-        try:
-            result = self.server.handler(req)
-        except Exception:
-            log.exception("bug: HTTP handler failed for %r", self.url[:200])
-            result = Response(500, b"internal error\n")
-        if isinstance(result, Response) and not self.pending:
-            self._write(render(result, keep_alive), keep_alive)
-            return
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[bytes] = loop.create_future()
-        self.pending.append(fut)
-        if isinstance(result, Response):
-            fut.set_result(render(result, keep_alive))
-        else:
-            assert self.transport is not None
-            self.transport.pause_reading()  # one request in flight at a time: bounded work
-            self.server.spawn(self._finish(result, fut, keep_alive))
-        self._flush()
+        self.queue.append((req, keep_alive))
+        self._dispatch()
 
     # -- internals --------------------------------------------------------------------
 
-    async def _finish(
-        self, result: Awaitable[Response], fut: asyncio.Future[bytes], keep_alive: bool
-    ) -> None:
+    def _dispatch(self) -> None:
+        """Answer queued requests in order while nothing is in flight and the client reads."""
+        while self.queue and not (self.in_flight or self.write_paused or self.closed):
+            req, keep_alive = self.queue.popleft()
+            try:
+                result = self.server.handler(req)
+            except Exception:
+                log.exception("bug: HTTP handler failed for %r", req.path[:200])
+                result = Response(500, b"internal error\n")
+            if isinstance(result, Response):
+                self._write(render(result, keep_alive), keep_alive)
+            else:
+                self.in_flight = True
+                self.server.spawn(self._finish(result, req, keep_alive))
+        if self.broken and not self.queue and not self.in_flight:
+            final, self.final = self.final, None
+            if final is not None:
+                self._write(final, keep_alive=False)
+            self._close()
+        self._update_reading()
+
+    async def _finish(self, result: Awaitable[Response], req: Request, keep_alive: bool) -> None:
         try:
             resp = await result
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("bug: async HTTP handler failed for %r", self.url[:200])
+            log.exception("bug: async HTTP handler failed for %r", req.path[:200])
             resp = Response(500, b"internal error\n")
-        if not fut.done():
-            fut.set_result(render(resp, keep_alive))
-        self._flush()
-        if self.transport is not None and not (self.closed or self.broken) and keep_alive:
-            self.transport.resume_reading()
+        self.in_flight = False
+        self._write(render(resp, keep_alive), keep_alive)
+        self._dispatch()
 
-    def _flush(self) -> None:
-        while self.pending and self.pending[0].done():
-            fut = self.pending.pop(0)
-            if fut.cancelled():
-                continue
-            data = fut.result()
-            keep_alive = b"\r\nConnection: close\r\n" not in data[: data.find(b"\r\n\r\n") + 2]
-            self._write(data, keep_alive)
-        if self.broken and not self.pending:
-            self._close()
+    def _update_reading(self) -> None:
+        if self.transport is None or self.closed:
+            return
+        pause = self.write_paused or self.in_flight or bool(self.queue) or self.broken
+        if pause != self.reading_paused:
+            self.reading_paused = pause
+            if pause:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
 
     def _write(self, data: bytes, keep_alive: bool) -> None:
         if self.transport is None or self.closed:
             return
         self.transport.write(data)
-        if not keep_alive:
+        if not keep_alive:  # nothing after a "Connection: close" answer is served
+            self.broken = True
+            self.queue.clear()
             self._close()
 
     def _fail(self, status: int, message: bytes) -> None:
@@ -332,16 +356,12 @@ class _HttpConnection(asyncio.Protocol):
         if self.server.on_error is not None:
             self.server.on_error(reason)
         data = render(self.server.error_response(status, reason), keep_alive=False)
-        self.broken = True  # read and serve nothing more on this connection
-        if self.pending and self.transport is not None:
-            # answers to the earlier pipelined requests go out first, then this one closes
-            self.transport.pause_reading()
-            fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-            fut.set_result(data)
-            self.pending.append(fut)
-            self._flush()
+        self.broken = True  # parse and serve nothing after it
+        if self.queue or self.in_flight:
+            self.final = data  # the requests before it are answered first
+            self._update_reading()
             return
-        self._write(data, False)
+        self._write(data, keep_alive=False)
         self._close()
 
     def _close(self) -> None:
@@ -354,7 +374,11 @@ class _HttpConnection(asyncio.Protocol):
         self.timer = asyncio.get_running_loop().call_later(seconds, self._on_timeout)
 
     def _on_timeout(self) -> None:
-        if self.pending:  # a handler is still working; its own deadline applies
+        if self.write_paused:  # the client has read no answer for a whole keep-alive period
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        if self.in_flight or self.queue:  # a handler is still working; its deadline applies
             self._arm(self.server.limits.keepalive_timeout_s)
             return
         if self.in_request:  # RFC 9110 §15.5.9: a request started but did not arrive whole
