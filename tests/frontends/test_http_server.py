@@ -80,16 +80,17 @@ async def test_keep_alive_serves_several_requests_on_one_connection(start, read_
     assert h.seen == [b"/r0", b"/r1", b"/r2"]
 
 
-async def test_pipelined_answers_keep_request_order(start, read_reply) -> None:
+async def test_pipelined_requests_are_answered_one_at_a_time_in_order(
+    start, read_reply
+) -> None:
     h = await start()
     release = asyncio.Event()
 
     async def slow(_req: Request) -> Response:
-        await release.wait()  # finishes only after the later, synchronous request ran
+        await release.wait()
         return Response(200, b"slow")
 
     def fast(_req: Request) -> Response:
-        release.set()
         return Response(200, b"fast")
 
     async def also_async(_req: Request) -> Response:
@@ -98,6 +99,10 @@ async def test_pipelined_answers_keep_request_order(start, read_reply) -> None:
     h.routes = {b"/slow": slow, b"/fast": fast, b"/async": also_async}
     async with connect(h.addr) as (reader, writer):
         writer.write(get("/slow") + get("/fast") + get("/async") + get("/plain"))
+        for _ in range(200):  # let the server run freely: the others wait for /slow
+            await asyncio.sleep(0)
+        assert h.seen == [b"/slow"]  # one handler in flight per connection: bounded work
+        release.set()
         bodies = [(await asyncio.wait_for(read_reply(reader), 10)).body for _ in range(4)]
     assert bodies == [b"slow", b"fast", b"async", b"path=/plain body="]
     assert h.seen == [b"/slow", b"/fast", b"/async", b"/plain"]
@@ -270,3 +275,24 @@ async def test_too_many_connections_get_503(start, exchange, read_reply, wait_un
                                half_close=False)).startswith(b"HTTP/1.1 200")
 
     await wait_until(served, what="the connection slot to free")
+
+
+async def test_a_client_that_does_not_read_gets_backpressure(start, read_reply) -> None:
+    """Pipelined requests whose answers are not read: the server stops reading once its write
+    buffer is full (no unbounded buffering), and resumes when the client reads."""
+    h = await start()
+    big = b"x" * 10_000
+    h.routes = {b"/big": lambda _req: Response(200, big)}
+    n = 3_000  # 30 MB of answers for ~90 kB of requests
+    async with connect(h.addr) as (reader, writer):
+        writer.transport.set_write_buffer_limits(high=1 << 26)
+        writer.write(get("/big") * n)
+        for _ in range(500):  # let the loop (server and client share it) run freely
+            await asyncio.sleep(0)
+        # the server stopped once the socket buffers (a few MB on loopback) were full,
+        # instead of rendering all 30 MB into memory
+        assert len(h.seen) < n // 3
+        for _ in range(n):  # reading resumes the server, in order
+            r = await asyncio.wait_for(read_reply(reader), 10)
+            assert r.body == big
+    assert len(h.seen) == n
