@@ -16,10 +16,12 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
+import msgspec
+
 from chisme.config import Config, load_config
 from chisme.core.keys import parse_addr, parse_info_hash
 from chisme.core.records import MAX_PEER_ID_BYTES, Record
-from chisme.errors import ChismeError, ConfigError, InvalidInput
+from chisme.errors import ChismeError, ConfigError, InvalidInput, WireError
 from chisme.net import tcp
 from chisme.node import Node
 from chisme.wire import v1
@@ -68,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     lk.add_argument("--json", action="store_true", help="print the raw JSON array")
     lk.add_argument("--timeout", type=float, default=5.0)
     lk.add_argument("info_hash")
+
+    mb = sub.add_parser("members", help="list a node's cluster members and their state")
+    mb.add_argument("--node", required=True, help="node HOST:PORT")
+    mb.add_argument("--json", action="store_true", help="print the raw JSON array")
+    mb.add_argument("--timeout", type=float, default=5.0)
     return p
 
 
@@ -116,6 +123,29 @@ async def _announce(args: argparse.Namespace) -> int:
     await tcp.send_message(args.node, data, args.timeout)
     print(f"announced {args.addr} for {info_hash} to {args.node}")
     return 0
+
+
+async def _members(args: argparse.Namespace) -> int:
+    _arg("--node", parse_addr, args.node)
+    raw = await tcp.request(args.node, v1.encode_message(v1.Members()), args.timeout, 1 << 24)
+    try:
+        members = msgspec.json.decode(raw, type=list[_MemberRow])
+    except msgspec.DecodeError:
+        raise WireError("the node's answer is not a member list (a node of the original "
+                        "design does not know 'members')") from None
+    if args.json:
+        sys.stdout.write(raw.decode("utf-8").rstrip("\n") + "\n")
+        return 0
+    for m in members:
+        print(f"{m.addr}\t{m.state}\t{m.id}\tincarnation={m.incarnation}")
+    return 0
+
+
+class _MemberRow(msgspec.Struct):
+    id: str
+    addr: str
+    state: str
+    incarnation: int
 
 
 async def _lookup(args: argparse.Namespace) -> int:
@@ -176,6 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(_announce(args)) or 0
         if args.command == "lookup":
             return _run(_lookup(args)) or 0
+        if args.command == "members":
+            return _run(_members(args)) or 0
         raise ConfigError(f"unknown command {args.command}")
     except ConfigError as e:
         print(f"chisme: error: {e}", file=sys.stderr)

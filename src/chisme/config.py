@@ -43,6 +43,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     sweep_interval_s: float = 1.0
     # node-to-node protocol
     protocol: Protocol = "v1"
+    membership: Literal["local", "lan", "wan"] = "lan"  # SWIM timing profile (v2)
     gossip_interval_s: float = 8.0
     gossip_jitter: float = 0.1  # fraction of the interval, each way
     max_message_bytes: int = 1 << 20
@@ -168,6 +169,7 @@ def _check_addr(name: str, value: object, *, allow_port_0: bool) -> None:
 PROFILES: dict[str, dict[str, Any]] = {
     "lan": {},
     "local": {
+        "membership": "local",
         "gossip_interval_s": 1.0,
         "read_timeout_s": 2.0,
         "peer_timeout_s": 1.0,
@@ -175,6 +177,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "sweep_interval_s": 0.5,
     },
     "wan": {
+        "membership": "wan",
         "gossip_interval_s": 15.0,
         "read_timeout_s": 15.0,
         "peer_timeout_s": 6.0,

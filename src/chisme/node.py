@@ -24,10 +24,14 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any, NamedTuple
 
+import msgspec
+
 from chisme.config import Config
-from chisme.core.gossip import plan_full_push
+from chisme.core.cluster import ClusterConfig, ClusterEngine
+from chisme.core.gossip import Out, plan_full_push
 from chisme.core.keys import AddrKey, parse_addr, parse_info_hash
 from chisme.core.lookup import merge_answers, pick_fanout
+from chisme.core.membership import SwimConfig
 from chisme.core.records import MAX_PEER_ID_BYTES, Provider, Record, to_provider
 from chisme.core.store import Counts, Store
 from chisme.errors import ChismeError, ConfigError, InvalidInput, PeerError
@@ -37,8 +41,9 @@ from chisme.frontends.http_tracker import HttpTracker
 from chisme.frontends.udp_tracker import UdpTracker
 from chisme.metrics import Metrics
 from chisme.net import tcp
+from chisme.net.v2 import V2Transport
 from chisme.tracker.access import AccessList, parse_hash_list
-from chisme.wire import v1
+from chisme.wire import v1, v2
 
 log = logging.getLogger("chisme.node")
 
@@ -82,6 +87,10 @@ class Node:
             lambda: self.store.num_tombstones,
         )
         self.peers: list[str] = list(self.config.peers)
+        self.member_id = self.node_id
+        self.engine: ClusterEngine | None = None
+        self._v2: V2Transport | None = None
+        self._wake = asyncio.Event()
         self.addresses: dict[str, tuple[str, int]] = {}  # listener name -> bound (host, port)
         self._tg: asyncio.TaskGroup | None = None
         self._stack: contextlib.AsyncExitStack | None = None
@@ -157,6 +166,8 @@ class Node:
         host, port = tcp.split_host_port(cfg.listen)
         self.addresses["node"] = await server.start(host, port)
         self._closers.append(server.close)
+        if cfg.protocol == "v2":
+            await self._start_v2()
         log.info("node %s listening on %s (v1 JSON)", self.node_id, self.node_address)
         if cfg.api:
             routes = ApiServer(self)
@@ -273,8 +284,122 @@ class Node:
         return seeders, leechers
 
     def _v2_hooks(self) -> dict[str, Any]:
-        """The v2 protocol's upgrade hook on the node port (none yet: v1 only)."""
-        return {}
+        """In v2 mode, connections that start with the v2 preface go to the v2 transport."""
+        if self.config.protocol != "v2":
+            return {}
+        return {"v2_magic": v2.PREFACE, "upgrade": self._v2_upgrade}
+
+    def _v2_upgrade(self, transport: asyncio.Transport, data: bytes) -> asyncio.Protocol:
+        assert self._v2 is not None
+        return self._v2.upgrade(transport, data)
+
+    # -- v2: membership and replication (docs/v2.md) ------------------------------------
+
+    async def _start_v2(self) -> None:
+        """Bind UDP on the node port, build the cluster engine, join through the seeds."""
+        cfg = self.config
+        # a restarted node is a new member and a new origin (its versions start again)
+        self.member_id = f"{self.node_id}.{time.time_ns() & 0xFFFFFFFF:08x}"
+        self._v2 = V2Transport(
+            cluster=cfg.cluster_name,
+            member_id=self.member_id,
+            addr=self.node_address,
+            max_frame_bytes=cfg.max_message_bytes,
+            dial_timeout_s=cfg.peer_timeout_s,
+            handshake_timeout_s=cfg.read_timeout_s,
+            deliver=self._v2_deliver,
+            spawn=self.spawn,
+            count=self._v2_count,
+        )
+        host, port = self.addresses["node"]
+        await self._v2.start_udp(host, port)
+        self._closers.append(self._stop_v2)
+        swim = {"local": SwimConfig.local, "lan": SwimConfig.lan, "wan": SwimConfig.wan}
+        self.engine = ClusterEngine(
+            self.member_id,
+            self.node_address,
+            self.store,
+            config=ClusterConfig(swim=swim[cfg.membership]()),
+            rng=self.rng,
+            seeds=[p for p in cfg.peers if p != self.node_address],
+        )
+        self.engine.replicator.on_merged = self._count_merge
+        self._v2_send(self.engine.start(self.clock(), time.monotonic_ns()))
+        assert self._tg is not None
+        self._tickers.append(self._tg.create_task(self._engine_loop()))
+        log.info("v2 member %s (cluster %r), seeds %s", self.member_id, cfg.cluster_name,
+                 list(cfg.peers) or "none")
+
+    async def _engine_loop(self) -> None:
+        """Tick the engine at its deadlines (at least every 200 ms, for rumors)."""
+        engine = self.engine
+        assert engine is not None
+        while True:
+            try:
+                mono = time.monotonic_ns()
+                if mono >= engine.next_deadline_ns() or self.store.has_changes():
+                    self._v2_send(engine.tick(self.clock(), mono))
+                    self._take_member_events()
+            except Exception:
+                log.exception("bug: the v2 engine tick failed")
+            wait_ns = engine.next_deadline_ns() - time.monotonic_ns()
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(max(wait_ns / 1e9, 0.005), 0.2)):
+                    await self._wake.wait()
+
+    def _v2_deliver(self, src: str, msg: object) -> None:
+        engine = self.engine
+        if engine is None:
+            return
+        self.metrics.messages_in.labels("v2", type(msg).__name__).inc()
+        self._v2_send(engine.on_message(src, msg, self.clock(), time.monotonic_ns()))
+        self._wake.set()  # a deadline may have moved earlier
+
+    def _v2_send(self, outs: list[Out]) -> None:
+        if self._v2 is None:
+            return
+        for out in outs:
+            self.metrics.messages_out.labels("v2", type(out.msg).__name__).inc()
+            self._v2.send(out)
+
+    def _v2_count(self, direction: str, kind: str, n: int) -> None:
+        if direction in ("in", "out"):
+            self.metrics.gossip_bytes.labels(direction).inc(n)
+        else:
+            self.metrics.send_failures.labels(kind).inc(n)
+
+    def _take_member_events(self) -> None:
+        engine = self.engine
+        if engine is None or not engine.events:
+            return
+        for ev in engine.events:
+            log.info("member %s %s at %s", ev.member.node_id, ev.kind, ev.member.addr)
+        engine.events.clear()
+
+    async def _stop_v2(self) -> None:
+        if self.engine is not None and self._v2 is not None:
+            with contextlib.suppress(Exception):
+                self._v2_send(self.engine.leave(time.monotonic_ns()))
+                await asyncio.sleep(0)  # let the leave datagrams go out
+        if self._v2 is not None:
+            await self._v2.close()
+
+    def members(self) -> list[dict[str, Any]]:
+        """Cluster members as this node sees them (v2); v1 mode lists the static peers."""
+        if self.engine is None:
+            return [{"id": "", "addr": p, "state": "static", "incarnation": 0} for p in self.peers]
+        return [
+            {"id": m.node_id, "addr": m.addr, "state": str(m.state), "incarnation": m.incarnation}
+            for m in sorted(self.engine.members(), key=lambda m: m.addr)
+        ]
+
+    @property
+    def fanout_peers(self) -> list[str]:
+        """Whom lookups ask: the static peers (v1), or the alive members (v2)."""
+        if self.engine is None:
+            return self.peers
+        return [a for a in self.engine.alive_addrs() if a != self.node_address]
 
     def _http_error(self, surface: str) -> Callable[[str], None]:
         return lambda reason: self.reject(surface, reason)
@@ -351,7 +476,9 @@ class Node:
 
     async def _ask_peers(self, info_hash: str, timeout_s: float) -> list[list[Record]]:
         """Ask up to ``lookup_fanout`` peers concurrently; keep the answers that arrive."""
-        targets = pick_fanout(self.peers, self.config.lookup_fanout, self.rng, self.node_address)
+        targets = pick_fanout(
+            self.fanout_peers, self.config.lookup_fanout, self.rng, self.node_address
+        )
         if not targets:
             return []
         msg = v1.encode_message(v1.Lookup(info_hash, 0))
@@ -387,9 +514,14 @@ class Node:
         if isinstance(msg, v1.Lookup):
             self.metrics.messages_in.labels("v1", "lookup").inc()
             return v1.encode_providers(self.store.lookup(msg.info_hash, now, msg.limit))
+        if isinstance(msg, v1.Members):
+            self.metrics.messages_in.labels("v1", "members").inc()
+            return msgspec.json.encode(self.members()) + b"\n"
         kind = "announce" if isinstance(msg, v1.Announce) else "gossip"
         self.metrics.messages_in.labels("v1", kind).inc()
-        result = self.store.merge(msg.info_hash, msg.records, now)
+        # v2 mode: what a node of the original design tells us first-hand becomes ours
+        adopt = self.engine is not None
+        result = self.store.merge(msg.info_hash, msg.records, now, adopt=adopt)
         self._count_merge(result.inserted, result.replaced, result.ignored)
         return None
 
@@ -410,16 +542,18 @@ class Node:
     # -- gossip (v1: the seed's full push) -----------------------------------------------
 
     def push_announce(self, info_hash: str, rec: Record) -> None:
-        """Send an ``announce`` carrying ``rec`` to every peer, in the background."""
-        if not self.peers or self._tg is None:
+        """Send an ``announce`` carrying ``rec`` to every peer, in the background (v1)."""
+        if not self.peers or self._tg is None or self.engine is not None:
             return
         data = v1.encode_message(v1.Announce(info_hash, [rec]))
         for peer in self.peers:
             self.spawn(self._send(peer, data, "announce"))
 
     async def gossip_round(self) -> int:
-        """One v1 gossip round: every live key's providers to every peer. Returns messages sent."""
-        if not self.peers:
+        """One v1 gossip round: every live key's providers to every peer. Returns messages sent.
+
+        In v2 mode replication is the engine's (rumors and anti-entropy): no full push."""
+        if not self.peers or self.engine is not None:
             return 0
         payloads = [
             v1.encode_message(v1.Gossip(info_hash, records))
@@ -479,7 +613,11 @@ class Node:
             info_hash, now, numwant, self.rng, exclude=addr, leechers_first=seeder
         )
         c = self.store.counts(info_hash)
-        if len(peers) >= numwant or not self.peers or not self._should_complete(info_hash, now):
+        if (
+            len(peers) >= numwant
+            or not self.fanout_peers
+            or not self._should_complete(info_hash, now)
+        ):
             return TrackerAnswer(c.seeders, c.leechers, peers)
         return self._complete_from_overlay(info_hash, addr, seeder, numwant, peers)
 
@@ -528,7 +666,9 @@ class Node:
             "cluster": self.config.cluster_name,
             "address": self.node_address,
             "protocol": self.config.protocol,
+            "member_id": self.member_id,
             "peers": list(self.peers),
+            "members_alive": len(self.engine.alive_addrs()) if self.engine else None,
             "records": self.store.num_records,
             "keys": self.store.num_keys,
             "tombstones": self.store.num_tombstones,

@@ -399,7 +399,13 @@ class Store:
         return rec
 
     def merge(
-        self, info_hash: str, records: Iterable[Record], now_ns: int, *, clamp: bool = True
+        self,
+        info_hash: str,
+        records: Iterable[Record],
+        now_ns: int,
+        *,
+        clamp: bool = True,
+        adopt: bool = False,
     ) -> MergeResult:
         """Merge records received from a peer (already validated by a codec).
 
@@ -411,6 +417,10 @@ class Store:
         ``clamp=False`` (v2 replication between members) keeps the origin's stamps as they
         are: replicas must hold identical records, and v2 liveness comes from the origin's
         lease, not from the stamp, so a skewed clock cannot keep a record alive.
+
+        ``adopt=True`` (a v2 node taking v1 announces or gossip first-hand) makes the records
+        this node's own: :attr:`local_origin` and a new version when they change anything
+        but the version, so an unchanged re-gossip every 8 s costs no v2 traffic.
         """
         batch = records if isinstance(records, list | tuple) else list(records)
         for incoming in batch:
@@ -428,6 +438,13 @@ class Store:
                 rec = Record(rec.addr, seen, b"", FLAG_TOMBSTONE, rec.origin, rec.version)
             elif seen != rec.last_seen_ns or flags != rec.flags:
                 rec = Record(rec.addr, seen, rec.peer_id, flags, rec.origin, rec.version)
+            if adopt and self.local_origin:
+                rec = rec._replace(origin=self.local_origin, version=0)
+                held = self.get(info_hash, rec.addr)
+                if held is not None and order_key(held)[:4] >= order_key(rec)[:4]:
+                    ignored += 1
+                    continue
+                rec = rec._replace(version=self._next_version())
             outcome = self._apply(info_hash, rec, now_ns)
             if outcome == 0:
                 ignored += 1
@@ -437,6 +454,8 @@ class Store:
             else:
                 replaced += 1
             changed.append(rec)
+            if adopt and self.local_origin:
+                self._changes.append((info_hash, rec))
         return MergeResult(inserted, replaced, ignored, changed)
 
     def _apply(self, info_hash: str, rec: Record, now_ns: int) -> int:

@@ -54,6 +54,7 @@ __all__ = [
     "Announce",
     "Gossip",
     "Lookup",
+    "Members",
     "Message",
     "ReplyReader",
     "V1Reader",
@@ -99,7 +100,16 @@ class Lookup:
     limit: int
 
 
-Message: TypeAlias = Announce | Gossip | Lookup
+@dataclass(frozen=True, slots=True)
+class Members:
+    """chisme's extension: ask a node for its cluster members (``chisme members``).
+
+    Not part of the seed design: a node of the original design ignores the type; a chisme
+    node answers a JSON array of ``{"id", "addr", "state", "incarnation"}``.
+    """
+
+
+Message: TypeAlias = Announce | Gossip | Lookup | Members
 
 # ---------------------------------------------------------------------------------------------
 # Wire schema: Go's structs. Every decoded field admits null, as Go's decoder does.
@@ -247,6 +257,8 @@ def _record(meta: _ProviderMeta, i: int) -> Record:
 
 def _to_message(wire: _WireMsg) -> Message:
     kind = wire.type
+    if kind == "members":
+        return Members()
     if kind not in ("announce", "gossip", "lookup"):
         raise WireError(UNKNOWN_TYPE)
     try:
@@ -405,6 +417,8 @@ def encode_message(msg: Message) -> bytes:
     A record's peer id is written as text: UTF-8 if it is, else Latin-1 (as
     :func:`chisme.core.records.peer_id_text`); v1 has no seeder flag, origin or tombstone.
     """
+    if isinstance(msg, Members):
+        return b'{"type":"members"}\n'
     if isinstance(msg, Lookup):
         wire = _OutMsg(type="lookup", info_hash=msg.info_hash, limit=msg.limit)
     elif isinstance(msg, Announce | Gossip):
