@@ -522,6 +522,8 @@ class Node:
         # v2 mode: what a node of the original design tells us first-hand becomes ours
         adopt = self.engine is not None
         result = self.store.merge(msg.info_hash, msg.records, now, adopt=adopt)
+        if isinstance(msg, v1.Gossip) and msg.downloaded:
+            self.store.merge_downloaded(msg.info_hash, msg.downloaded)
         self._count_merge(result.inserted, result.replaced, result.ignored)
         return None
 
@@ -556,7 +558,9 @@ class Node:
         if not self.peers or self.engine is not None:
             return 0
         payloads = [
-            v1.encode_message(v1.Gossip(info_hash, records))
+            v1.encode_message(
+                v1.Gossip(info_hash, records, self.store.downloaded_counters(info_hash))
+            )
             for info_hash, records in plan_full_push(self.store, self.peers, self.clock())
         ]
         sends = [self._send(peer, data, "gossip") for peer in self.peers for data in payloads]

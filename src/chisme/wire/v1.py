@@ -38,7 +38,7 @@ from __future__ import annotations
 import codecs
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Generic, TypeAlias, TypeVar, assert_never
 
 import msgspec
@@ -86,10 +86,15 @@ class Announce:
 
 @dataclass(frozen=True, slots=True)
 class Gossip:
-    """A node pushes its live provider list for one info hash (every 8 s in the seed)."""
+    """A node pushes its live provider list for one info hash (every 8 s in the seed).
+
+    ``downloaded`` is chisme's extension (a field Go's decoder ignores): the per-node
+    BitTorrent ``completed`` counters of the key, merged by max on receipt.
+    """
 
     info_hash: str
     records: list[Record]
+    downloaded: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +131,7 @@ class _WireMsg(msgspec.Struct, frozen=True):
     info_hash: str | None = None
     providers: list[_ProviderMeta | None] | None = None
     limit: int | None = None
+    downloaded: dict[str, int] | None = None  # chisme extension, see Gossip
 
 
 class _ErrorReply(msgspec.Struct, frozen=True):
@@ -149,6 +155,7 @@ class _OutMsg(msgspec.Struct, kw_only=True, omit_defaults=True):
     info_hash: str
     providers: list[_OutProvider] = msgspec.field(default_factory=list)  # omitempty
     limit: int = 0  # omitempty
+    downloaded: dict[str, int] | None = None  # chisme extension; Go ignores unknown fields
 
 
 class _OutError(msgspec.Struct):
@@ -274,7 +281,21 @@ def _to_message(wire: _WireMsg) -> Message:
         return Lookup(info_hash, max(limit, 0))  # WIRE.md: 0 or negative means no limit
     if kind == "announce":
         return Announce(info_hash, records)
-    return Gossip(info_hash, records)
+    return Gossip(info_hash, records, _downloaded(wire.downloaded))
+
+
+_MAX_COUNTERS: Final = 256
+
+
+def _downloaded(counters: dict[str, int] | None) -> dict[str, int]:
+    if not counters:
+        return {}
+    if len(counters) > _MAX_COUNTERS:
+        raise WireError(f"downloaded: at most {_MAX_COUNTERS} counters")
+    for node, n in counters.items():
+        if not 0 < len(node) <= 64 or not 0 <= n < 1 << 53:
+            raise WireError("downloaded: node ids of 1-64 characters, counts >= 0")
+    return dict(counters)
 
 
 def _to_records(reply: _Reply) -> list[Record]:
@@ -429,6 +450,7 @@ def encode_message(msg: Message) -> bytes:
                 _out_provider(format_addr(r.addr), peer_id_text(r.peer_id), r.last_seen_ns)
                 for r in msg.records
             ],
+            downloaded=(msg.downloaded or None) if isinstance(msg, Gossip) else None,
         )
     else:
         assert_never(msg)

@@ -1,0 +1,38 @@
+"""chisme's v1 extensions: fields and types a node of the original design ignores."""
+
+from __future__ import annotations
+
+import pytest
+
+from chisme.core.keys import parse_addr
+from chisme.core.records import Record
+from chisme.errors import WireError
+from chisme.wire import v1
+
+
+def test_gossip_carries_download_counters_that_go_ignores() -> None:
+    rec = Record(parse_addr("10.0.0.5:6881"), 1_790_000_000_000_000_000)
+    data = v1.encode_message(v1.Gossip("ab", [rec], {"node-a": 3}))
+    assert data.endswith(b',"downloaded":{"node-a":3}}\n')
+    msg = v1.decode_message(data)
+    assert isinstance(msg, v1.Gossip) and msg.downloaded == {"node-a": 3}
+
+
+def test_gossip_without_counters_is_the_seed_bytes() -> None:
+    rec = Record(parse_addr("10.0.0.5:6881"), 1_790_000_000_000_000_000)
+    assert b"downloaded" not in v1.encode_message(v1.Gossip("ab", [rec]))
+
+
+@pytest.mark.parametrize(
+    "counters",
+    [b'{"":1}', b'{"a":-1}', b'{"a":"x"}', b"[1]", b'{"' + b"x" * 65 + b'":1}'],
+)
+def test_bad_counters_are_a_wire_error(counters: bytes) -> None:
+    data = b'{"type":"gossip","info_hash":"ab","downloaded":' + counters + b"}"
+    with pytest.raises(WireError):
+        v1.decode_message(data)
+
+
+def test_members_request() -> None:
+    assert v1.encode_message(v1.Members()) == b'{"type":"members"}\n'
+    assert isinstance(v1.decode_message(b'{"type":"members"}'), v1.Members)
