@@ -48,7 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--api", help="JSON API HOST:PORT (default 127.0.0.1:7080; '' = off)")
     n.add_argument("--tracker-http", help="BitTorrent HTTP tracker HOST:PORT ('' = off)")
     n.add_argument("--tracker-udp", help="BitTorrent UDP tracker HOST:PORT ('' = off)")
-    n.add_argument("--peer", action="append", dest="peers", help="peer HOST:PORT (repeatable)")
+    n.add_argument("--peer", action="append", dest="peers",
+                   help="peer HOST:PORT (repeatable; with --protocol v2: seeds)")
+    n.add_argument("--v1-peer", action="append", dest="v1_peers",
+                   help="v2 mode: a node of the original design, gossiped with in v1")
     n.add_argument("--ttl", type=float, dest="ttl_s", help="provider TTL in seconds (90)")
     n.add_argument("--gossip-interval", type=float, dest="gossip_interval_s",
                    help="seconds between gossip rounds (8)")
@@ -87,6 +90,8 @@ def _node_config(args: argparse.Namespace) -> Config:
     }
     if args.peers:
         flags["peers"] = tuple(args.peers)
+    if args.v1_peers:
+        flags["v1_peers"] = tuple(args.v1_peers)
     if args.config:
         return load_config(args.config, profile=args.profile, **flags)
     return Config.profile(args.profile or "lan", **flags)

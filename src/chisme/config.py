@@ -32,7 +32,8 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     api: str = "127.0.0.1:7080"  # HTTP JSON API and /metrics
     tracker_http: str = "127.0.0.1:6969"
     tracker_udp: str = "127.0.0.1:6969"
-    peers: tuple[str, ...] = ()  # bootstrap peers / seeds (host:port of their node port)
+    peers: tuple[str, ...] = ()  # v1: the peers gossiped with; v2: seeds (their node ports)
+    v1_peers: tuple[str, ...] = ()  # v2 mode: nodes of the original design, gossiped in v1
     advertise: str = ""  # the address peers should use for us; "" = listen
     # store
     ttl_s: float = 90.0
@@ -78,7 +79,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
             if value:
                 # a listener may bind port 0 (the OS picks one); what peers dial may not
                 _check_addr(name, value, allow_port_0=name != "advertise")
-        for peer in self.peers:
+        for peer in (*self.peers, *self.v1_peers):
             _check_addr("peers", peer, allow_port_0=False)
         if not self.listen:
             raise ConfigError("listen (the node port) cannot be switched off")
@@ -191,8 +192,9 @@ PROFILES: dict[str, dict[str, Any]] = {
 def from_mapping(values: Mapping[str, Any]) -> Config:
     """Validate a mapping (TOML table, flags) into a Config; errors are ConfigError."""
     data = dict(values)
-    if "peers" in data and isinstance(data["peers"], list):
-        data["peers"] = tuple(data["peers"])
+    for name in ("peers", "v1_peers"):
+        if name in data and isinstance(data[name], list):
+            data[name] = tuple(data[name])
     try:
         return msgspec.convert(data, Config)
     except msgspec.ValidationError as e:

@@ -87,6 +87,11 @@ class Node:
             lambda: self.store.num_tombstones,
         )
         self.peers: list[str] = list(self.config.peers)
+        # whom the seed's v1 gossip goes to: the peers in v1 mode; in v2 mode only the nodes
+        # of the original design (v2 members replicate by rumors and anti-entropy)
+        self.v1_targets: list[str] = list(
+            self.config.peers if self.config.protocol == "v1" else self.config.v1_peers
+        )
         self.member_id = self.node_id
         self.engine: ClusterEngine | None = None
         self._v2: V2Transport | None = None
@@ -545,25 +550,28 @@ class Node:
 
     def push_announce(self, info_hash: str, rec: Record) -> None:
         """Send an ``announce`` carrying ``rec`` to every peer, in the background (v1)."""
-        if not self.peers or self._tg is None or self.engine is not None:
+        if not self.v1_targets or self._tg is None:
             return
         data = v1.encode_message(v1.Announce(info_hash, [rec]))
-        for peer in self.peers:
+        for peer in self.v1_targets:
             self.spawn(self._send(peer, data, "announce"))
 
     async def gossip_round(self) -> int:
         """One v1 gossip round: every live key's providers to every peer. Returns messages sent.
 
-        In v2 mode replication is the engine's (rumors and anti-entropy): no full push."""
-        if not self.peers or self.engine is not None:
+        In v2 mode only the nodes of the original design (``v1_peers``) get it: members
+        replicate by rumors and anti-entropy."""
+        if not self.v1_targets:
             return 0
         payloads = [
             v1.encode_message(
                 v1.Gossip(info_hash, records, self.store.downloaded_counters(info_hash))
             )
-            for info_hash, records in plan_full_push(self.store, self.peers, self.clock())
+            for info_hash, records in plan_full_push(self.store, self.v1_targets, self.clock())
         ]
-        sends = [self._send(peer, data, "gossip") for peer in self.peers for data in payloads]
+        sends = [
+            self._send(peer, data, "gossip") for peer in self.v1_targets for data in payloads
+        ]
         await asyncio.gather(*sends)
         return len(sends)
 
