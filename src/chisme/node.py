@@ -87,11 +87,7 @@ class Node:
             lambda: self.store.num_tombstones,
         )
         self.peers: list[str] = list(self.config.peers)
-        # whom the seed's v1 gossip goes to: the peers in v1 mode; in v2 mode only the nodes
-        # of the original design (v2 members replicate by rumors and anti-entropy)
-        self.v1_targets: list[str] = list(
-            self.config.peers if self.config.protocol == "v1" else self.config.v1_peers
-        )
+        self.v1_peers: list[str] = list(self.config.v1_peers)
         self.member_id = self.node_id
         self.engine: ClusterEngine | None = None
         self._v2: V2Transport | None = None
@@ -398,6 +394,12 @@ class Node:
             {"id": m.node_id, "addr": m.addr, "state": str(m.state), "incarnation": m.incarnation}
             for m in sorted(self.engine.members(), key=lambda m: m.addr)
         ]
+
+    @property
+    def v1_targets(self) -> list[str]:
+        """Whom the seed's v1 gossip goes to: the peers in v1 mode; in v2 mode only the
+        nodes of the original design (members replicate by rumors and anti-entropy)."""
+        return self.peers if self.config.protocol == "v1" else self.v1_peers
 
     @property
     def fanout_peers(self) -> list[str]:
