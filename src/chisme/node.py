@@ -450,6 +450,7 @@ class Node:
         """A provider left: tombstone it here; gossip carries the tombstone to the peers."""
         parse_info_hash(info_hash)
         rec = self.store.remove(info_hash, parse_addr(addr), self.clock())
+        self.push_removal(info_hash, rec)
         return rec
 
     def local_lookup(self, info_hash: str, limit: int = 0) -> list[Provider]:
@@ -528,7 +529,10 @@ class Node:
         self.metrics.messages_in.labels("v1", kind).inc()
         # v2 mode: what a node of the original design tells us first-hand becomes ours
         adopt = self.engine is not None
-        result = self.store.merge(msg.info_hash, msg.records, now, adopt=adopt)
+        records = msg.records
+        if isinstance(msg, v1.Gossip) and msg.removed:
+            records = [*records, *msg.removed]
+        result = self.store.merge(msg.info_hash, records, now, adopt=adopt)
         if isinstance(msg, v1.Gossip) and msg.downloaded:
             self.store.merge_downloaded(msg.info_hash, msg.downloaded)
         self._count_merge(result.inserted, result.replaced, result.ignored)
@@ -558,6 +562,14 @@ class Node:
         for peer in self.v1_targets:
             self.spawn(self._send(peer, data, "announce"))
 
+    def push_removal(self, info_hash: str, tomb: Record) -> None:
+        """Send a tombstone to every v1 peer at once (chisme's ``removed`` extension)."""
+        if not self.v1_targets or self._tg is None:
+            return
+        data = v1.encode_message(v1.Gossip(info_hash, [], removed=[tomb]))
+        for peer in self.v1_targets:
+            self.spawn(self._send(peer, data, "gossip"))
+
     async def gossip_round(self) -> int:
         """One v1 gossip round: every live key's providers to every peer. Returns messages sent.
 
@@ -567,9 +579,11 @@ class Node:
             return 0
         payloads = [
             v1.encode_message(
-                v1.Gossip(info_hash, records, self.store.downloaded_counters(info_hash))
+                v1.Gossip(info_hash, records, self.store.downloaded_counters(info_hash), tombs)
             )
-            for info_hash, records in plan_full_push(self.store, self.v1_targets, self.clock())
+            for info_hash, records, tombs in plan_full_push(
+                self.store, self.v1_targets, self.clock()
+            )
         ]
         sends = [
             self._send(peer, data, "gossip") for peer in self.v1_targets for data in payloads
@@ -617,7 +631,7 @@ class Node:
         """
         now = self.clock()
         if stopped:
-            self.store.remove(info_hash, addr, now)
+            self.push_removal(info_hash, self.store.remove(info_hash, addr, now))
             c = self.store.counts(info_hash)
             return TrackerAnswer(c.seeders, c.leechers, [])
         self.store.announce(info_hash, addr, now, peer_id=peer_id, seeder=seeder)

@@ -495,11 +495,6 @@ async def test_stopped_at_a_is_not_served_by_b(node: NodeFactory, http: Http) ->
         assert key(7001) not in peers_of(await at_a.announce(port=7005))
 
 
-@pytest.mark.xfail(
-    reason="v1 gossip cannot carry a tombstone: B keeps a peer it already learned until its "
-    "TTL when the peer stops at A (needs the v2 protocol, issue 4)",
-    strict=False,
-)
 async def test_stopped_at_a_removes_what_b_already_learned(node: NodeFactory, http: Http) -> None:
     a, b = await cluster(node)
     at_a, at_b = Client(a, http), Client(b, http)

@@ -21,6 +21,7 @@ from chisme.wire.v1 import (
     Announce,
     Gossip,
     Lookup,
+    Members,
     Message,
     ReplyReader,
     V1Reader,
@@ -609,7 +610,7 @@ def check_fuzz_invariant(data: bytes, max_bytes: int = 1 << 20) -> None:
     """h11's invariant: a message, or a WireError, never anything else; and chunking does not
     change the outcome."""
     result = whole(data, max_bytes)
-    assert isinstance(result, Announce | Gossip | Lookup) or (
+    assert isinstance(result, Announce | Gossip | Lookup | Members) or (
         isinstance(result, tuple) and issubclass(result[0], WireError)
     )
     assert outcome(bytewise(data), max_bytes) == result

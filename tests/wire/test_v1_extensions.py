@@ -36,3 +36,20 @@ def test_bad_counters_are_a_wire_error(counters: bytes) -> None:
 def test_members_request() -> None:
     assert v1.encode_message(v1.Members()) == b'{"type":"members"}\n'
     assert isinstance(v1.decode_message(b'{"type":"members"}'), v1.Members)
+
+
+def test_gossip_carries_tombstones_in_removed() -> None:
+    tomb = Record(parse_addr("10.0.0.6:6881"), 1_790_000_000_000_000_001, flags=2)
+    data = v1.encode_message(v1.Gossip("ab", [], removed=[tomb]))
+    assert data == (
+        b'{"type":"gossip","info_hash":"ab","removed":'
+        b'[{"addr":"10.0.0.6:6881","last_seen":"2026-09-21T14:13:20.000000001Z"}]}\n'
+    )
+    msg = v1.decode_message(data)
+    assert isinstance(msg, v1.Gossip)
+    assert msg.records == [] and msg.removed == [tomb._replace(peer_id=b"")]
+
+
+def test_a_removal_needs_its_time() -> None:
+    with pytest.raises(WireError, match="removed"):
+        v1.decode_message(b'{"type":"gossip","info_hash":"ab","removed":[{"addr":"1.2.3.4:5"}]}')

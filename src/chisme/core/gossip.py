@@ -104,20 +104,21 @@ class GossipConfig:
 
 def plan_full_push(
     store: Store, peers: Sequence[str], now_ns: int
-) -> list[tuple[str, list[Record]]]:
+) -> list[tuple[str, list[Record], list[Record]]]:
     """The seed design's gossip round (v1): every live key's providers, for every peer.
 
-    Returns ``(info_hash, records)`` pairs; the shell sends each to each of ``peers`` as a v1
-    ``gossip`` message. O(keys x providers x peers) bytes per round, whatever changed: this
-    is what v2 replaces (docs/v2.md).
+    Returns ``(info_hash, live records, tombstones)``; the shell sends each to each of
+    ``peers`` as a v1 ``gossip`` message (tombstones in chisme's ``removed`` extension).
+    O(keys x providers x peers) bytes per round, whatever changed: what v2 replaces.
     """
     if not peers:
         return []
-    out: list[tuple[str, list[Record]]] = []
+    out: list[tuple[str, list[Record], list[Record]]] = []
     for info_hash in store.keys():
         records = store.live_records(info_hash, now_ns)
-        if records:
-            out.append((info_hash, records))
+        tombs = store.tombstones(info_hash, now_ns)
+        if records or tombs:
+            out.append((info_hash, records, tombs))
     return out
 
 

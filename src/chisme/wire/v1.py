@@ -44,7 +44,13 @@ from typing import Final, Generic, TypeAlias, TypeVar, assert_never
 import msgspec
 
 from chisme.core.keys import format_addr, parse_addr, parse_info_hash
-from chisme.core.records import MAX_PEER_ID_BYTES, Provider, Record, peer_id_text
+from chisme.core.records import (
+    FLAG_TOMBSTONE,
+    MAX_PEER_ID_BYTES,
+    Provider,
+    Record,
+    peer_id_text,
+)
 from chisme.errors import InvalidInput, WireError
 from chisme.wire.framing import NOT_AN_OBJECT, NOT_JSON, TRUNCATED, JsonValueScanner
 from chisme.wire.rfc3339 import GO_ZERO_NS, MAX_NS, MIN_NS, format_rfc3339, parse_rfc3339
@@ -88,13 +94,16 @@ class Announce:
 class Gossip:
     """A node pushes its live provider list for one info hash (every 8 s in the seed).
 
-    ``downloaded`` is chisme's extension (a field Go's decoder ignores): the per-node
-    BitTorrent ``completed`` counters of the key, merged by max on receipt.
+    Two chisme extensions ride along, as fields Go's decoder ignores: ``downloaded``, the
+    per-node BitTorrent ``completed`` counters of the key (merged by max on receipt), and
+    ``removed``, tombstones (providers that left, stamped when they left), so that gossip
+    between chisme nodes cannot resurrect a provider that sent ``event=stopped``.
     """
 
     info_hash: str
     records: list[Record]
     downloaded: dict[str, int] = field(default_factory=dict)
+    removed: list[Record] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +141,7 @@ class _WireMsg(msgspec.Struct, frozen=True):
     providers: list[_ProviderMeta | None] | None = None
     limit: int | None = None
     downloaded: dict[str, int] | None = None  # chisme extension, see Gossip
+    removed: list[_ProviderMeta | None] | None = None  # chisme extension, see Gossip
 
 
 class _ErrorReply(msgspec.Struct, frozen=True):
@@ -156,6 +166,7 @@ class _OutMsg(msgspec.Struct, kw_only=True, omit_defaults=True):
     providers: list[_OutProvider] = msgspec.field(default_factory=list)  # omitempty
     limit: int = 0  # omitempty
     downloaded: dict[str, int] | None = None  # chisme extension; Go ignores unknown fields
+    removed: list[_OutProvider] | None = None  # chisme extension: tombstones
 
 
 class _OutError(msgspec.Struct):
@@ -236,27 +247,27 @@ def _type_reason(msgspec_text: str, root_reason: str) -> str:
     return f"{path}: expected {expected}"
 
 
-def _records(items: list[_ProviderMeta | None] | None) -> list[Record]:
+def _records(items: list[_ProviderMeta | None] | None, field: str = "providers") -> list[Record]:
     if not items:
         return []
-    return [_record(item or _ProviderMeta(), i) for i, item in enumerate(items)]
+    return [_record(item or _ProviderMeta(), i, field) for i, item in enumerate(items)]
 
 
-def _record(meta: _ProviderMeta, i: int) -> Record:
+def _record(meta: _ProviderMeta, i: int, field: str = "providers") -> Record:
     # JSON null leaves Go's zero value, so None reads as "" (and fails as an empty addr).
     try:
         addr = parse_addr(meta.addr or "")
     except InvalidInput as exc:
-        raise WireError(f"providers[{i}].addr: {exc.reason}") from exc
+        raise WireError(f"{field}[{i}].addr: {exc.reason}") from exc
     peer_id = (meta.peer_id or "").encode()
     if len(peer_id) > MAX_PEER_ID_BYTES:
-        raise WireError(f"providers[{i}].peer_id: longer than {MAX_PEER_ID_BYTES} bytes")
+        raise WireError(f"{field}[{i}].peer_id: longer than {MAX_PEER_ID_BYTES} bytes")
     last_seen_ns = 0
     if meta.last_seen is not None:
         try:
             last_seen_ns = parse_rfc3339(meta.last_seen)
         except WireError as exc:
-            raise WireError(f"providers[{i}].last_seen: {exc.reason}") from exc
+            raise WireError(f"{field}[{i}].last_seen: {exc.reason}") from exc
         if last_seen_ns == GO_ZERO_NS:
             last_seen_ns = 0  # WIRE.md: missing or zero means unknown; the receiver stamps it
     return Record(addr, last_seen_ns, peer_id)
@@ -281,7 +292,13 @@ def _to_message(wire: _WireMsg) -> Message:
         return Lookup(info_hash, max(limit, 0))  # WIRE.md: 0 or negative means no limit
     if kind == "announce":
         return Announce(info_hash, records)
-    return Gossip(info_hash, records, _downloaded(wire.downloaded))
+    removed = [
+        r._replace(flags=FLAG_TOMBSTONE, peer_id=b"") for r in _records(wire.removed, "removed")
+    ]
+    if any(r.last_seen_ns == 0 for r in removed):
+        # a removal stamped "now" by the receiver would delete later announces too
+        raise WireError("removed[].last_seen: required")
+    return Gossip(info_hash, records, _downloaded(wire.downloaded), removed)
 
 
 _MAX_COUNTERS: Final = 256
@@ -451,6 +468,11 @@ def encode_message(msg: Message) -> bytes:
                 for r in msg.records
             ],
             downloaded=(msg.downloaded or None) if isinstance(msg, Gossip) else None,
+            removed=[
+                _out_provider(format_addr(r.addr), "", r.last_seen_ns) for r in msg.removed
+            ]
+            if isinstance(msg, Gossip) and msg.removed
+            else None,
         )
     else:
         assert_never(msg)
