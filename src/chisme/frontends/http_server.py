@@ -142,6 +142,7 @@ class _HttpConnection(asyncio.Protocol):
         "client",
         "closed",
         "counted",
+        "deadline",
         "failure",
         "final",
         "header_name",
@@ -175,6 +176,7 @@ class _HttpConnection(asyncio.Protocol):
         self.write_paused = False  # the transport's write buffer is full
         self.reading_paused = False
         self.timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0  # loop time at which _on_timeout acts (the timer may fire earlier)
         self.closed = False
         self.counted = False
         self.failure: _TooLargeError | None = None  # raised in a parser callback
@@ -369,11 +371,24 @@ class _HttpConnection(asyncio.Protocol):
             self.transport.close()
 
     def _arm(self, seconds: float) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        self.timer = asyncio.get_running_loop().call_later(seconds, self._on_timeout)
+        """Set the deadline ``seconds`` from now. The timer is moved only when the deadline
+        comes earlier; when it fires before a later deadline it sleeps on (_on_timeout). Two
+        new uvloop timers per request cost ~1.5 µs, 5 % of a keep-alive tracker announce."""
+        loop = asyncio.get_running_loop()
+        self.deadline = deadline = loop.time() + seconds
+        timer = self.timer
+        if timer is not None:
+            if timer.when() <= deadline:
+                return
+            timer.cancel()
+        self.timer = loop.call_at(deadline, self._on_timeout)
 
     def _on_timeout(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.deadline - loop.time() > 0.001:  # the deadline moved on since the timer was set
+            self.timer = loop.call_at(self.deadline, self._on_timeout)
+            return
+        self.timer = None
         if self.write_paused:  # the client has read no answer for a whole keep-alive period
             if self.transport is not None:
                 self.transport.abort()
