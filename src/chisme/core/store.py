@@ -20,7 +20,8 @@ Semantics (DESIGN.md §1, fixed where the seed design does not hold up):
   incoming one is fresher); a full store first frees expired records, then evicts the
   stalest provider among a few keys sampled round-robin (as Redis's approximated LRU).
 
-Memory layout (≈ 120 B per record): per key a :class:`Swarm` of parallel arrays, with
+Memory layout (≈ 140 B per record at 10^6 records, bench/bench_store.py): per key a
+:class:`Swarm` of parallel slots (addresses, stamps, and one packed chunk per slot), with
 leechers packed before seeders, so that a tracker reply samples peers in O(numwant)
 without scanning a swarm, and counts seeders/leechers in O(1).
 """
@@ -28,6 +29,7 @@ without scanning a swarm, and counts seeders/leechers in O(1).
 from __future__ import annotations
 
 import random
+import struct
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import NamedTuple
@@ -45,8 +47,17 @@ from chisme.core.records import (
 )
 from chisme.errors import InvalidInput
 
-_PID = 21  # bytes per slot for peer ids: 1 length byte + up to 20 bytes inline
-_LONG = 255  # length byte marking a peer id kept in Swarm.long_pids
+# Per slot, one fixed-size chunk of Swarm.meta: origin (u32), version (u64), peer id length
+# (u8; _LONG: kept in Swarm.long_pids), then up to 20 peer id bytes inline (BitTorrent's).
+# One bytearray rather than an array per field: each array costs a 64-byte header plus its
+# growth slack per key, ~20 B per record in swarms of 10 (bench/bench_store.py).
+_META = struct.Struct("<IQB")
+_HEAD = _META.size  # 13
+_PID_INLINE = 20
+_SLOT = _HEAD + _PID_INLINE
+_ORIGIN = struct.Struct("<I")
+_VERSION = struct.Struct("<Q")
+_LONG = 255
 _SWEEP_SAMPLE = 5  # keys examined per eviction when the store is full
 # A swarm of at most this many slots finds an address by scanning its list (list.index, in C:
 # about 1 µs at 32) instead of keeping an address -> slot dict, which costs ~35 B per record
@@ -83,22 +94,18 @@ class Swarm:
         "downloaded",
         "index",
         "long_pids",
+        "meta",
         "min_seen",
         "n_leech",
-        "origins",
-        "pids",
         "seen",
         "tombs",
-        "versions",
     )
 
     def __init__(self) -> None:
         self.index: dict[AddrKey, int] | None = None
         self.addrs: list[AddrKey] = []
         self.seen = array("q")
-        self.origins = array("I")
-        self.versions = array("Q")
-        self.pids = bytearray()
+        self.meta = bytearray()  # _SLOT bytes per slot: origin, version, peer id
         self.n_leech = 0
         self.min_seen = 1 << 62  # a lower bound of ``seen`` over the slots
         # addr -> (seen, origin, version)
@@ -111,19 +118,30 @@ class Swarm:
 
     # -- slot access ------------------------------------------------------------------
 
+    def origin(self, i: int) -> int:
+        return int(_ORIGIN.unpack_from(self.meta, i * _SLOT)[0])
+
+    def version(self, i: int) -> int:
+        return int(_VERSION.unpack_from(self.meta, i * _SLOT + 4)[0])
+
     def peer_id(self, i: int) -> bytes:
-        o = i * _PID
-        n = self.pids[o]
+        o = i * _SLOT + _HEAD
+        n = self.meta[o - 1]
         if n == _LONG:
             assert self.long_pids is not None
             return self.long_pids[self.addrs[i]]
-        return bytes(self.pids[o + 1 : o + 1 + n])
+        return bytes(self.meta[o : o + n])
 
     def record(self, i: int) -> Record:
+        o = i * _SLOT
+        origin, version, n = _META.unpack_from(self.meta, o)
+        if n == _LONG:
+            assert self.long_pids is not None
+            pid = self.long_pids[self.addrs[i]]
+        else:
+            pid = bytes(self.meta[o + _HEAD : o + _HEAD + n])
         flags = FLAG_SEEDER if i >= self.n_leech else 0
-        return Record(
-            self.addrs[i], self.seen[i], self.peer_id(i), flags, self.origins[i], self.versions[i]
-        )
+        return Record(self.addrs[i], self.seen[i], pid, flags, origin, version)
 
     def find(self, addr: AddrKey) -> int | None:
         """The slot of ``addr``, or None."""
@@ -145,15 +163,16 @@ class Swarm:
                 return Record(addr, t[0], b"", FLAG_TOMBSTONE, t[1], t[2])
         return None
 
-    def _set_pid(self, i: int, addr: AddrKey, pid: bytes) -> None:
-        o = i * _PID
-        if len(pid) < _PID:
-            self.pids[o] = len(pid)
-            self.pids[o + 1 : o + 1 + len(pid)] = pid
+    def _set_meta(self, i: int, addr: AddrKey, pid: bytes, origin: int, version: int) -> None:
+        o = i * _SLOT
+        n = len(pid)
+        if n <= _PID_INLINE:
+            _META.pack_into(self.meta, o, origin, version, n)
+            self.meta[o + _HEAD : o + _HEAD + n] = pid
             if self.long_pids is not None:
                 self.long_pids.pop(addr, None)
         else:
-            self.pids[o] = _LONG
+            _META.pack_into(self.meta, o, origin, version, _LONG)
             if self.long_pids is None:
                 self.long_pids = {}
             self.long_pids[addr] = pid
@@ -166,12 +185,9 @@ class Swarm:
         if self.index is not None:
             self.index[a], self.index[b] = j, i
         self.seen[i], self.seen[j] = self.seen[j], self.seen[i]
-        self.origins[i], self.origins[j] = self.origins[j], self.origins[i]
-        self.versions[i], self.versions[j] = self.versions[j], self.versions[i]
-        oi, oj = i * _PID, j * _PID
-        chunk = self.pids[oi : oi + _PID]
-        self.pids[oi : oi + _PID] = self.pids[oj : oj + _PID]
-        self.pids[oj : oj + _PID] = chunk
+        oi, oj = i * _SLOT, j * _SLOT
+        meta = self.meta
+        meta[oi : oi + _SLOT], meta[oj : oj + _SLOT] = meta[oj : oj + _SLOT], meta[oi : oi + _SLOT]
 
     # -- mutations (the Store keeps the totals) ---------------------------------------
 
@@ -185,10 +201,8 @@ class Swarm:
         elif i >= _INDEX_MIN:
             self.index = {a: k for k, a in enumerate(self.addrs)}
         self.seen.append(seen)
-        self.origins.append(origin)
-        self.versions.append(version)
-        self.pids.extend(bytes(_PID))
-        self._set_pid(i, addr, pid)
+        self.meta.extend(bytes(_SLOT))
+        self._set_meta(i, addr, pid, origin, version)
         if not seeder:
             self._swap(i, self.n_leech)
             self.n_leech += 1
@@ -197,11 +211,8 @@ class Swarm:
     def update(
         self, i: int, seen: int, pid: bytes, seeder: bool, origin: int, *, version: int = 0
     ) -> None:
-        addr = self.addrs[i]
         self.seen[i] = seen
-        self.origins[i] = origin
-        self.versions[i] = version
-        self._set_pid(i, addr, pid)
+        self._set_meta(i, self.addrs[i], pid, origin, version)
         if seeder and i < self.n_leech:  # leecher -> seeder: hand it to the seeder side
             self._swap(i, self.n_leech - 1)
             self.n_leech -= 1
@@ -218,9 +229,7 @@ class Swarm:
         self._swap(i, last)
         addr = self.addrs.pop()
         self.seen.pop()
-        self.origins.pop()
-        self.versions.pop()
-        del self.pids[last * _PID :]
+        del self.meta[last * _SLOT :]
         if self.index is not None:
             del self.index[addr]
             if last < _INDEX_MIN // 2:
@@ -354,9 +363,9 @@ class Store:
                     if old_slot is not None:
                         self._notify(info_hash, old_slot, rec)
                     return rec
-                version = swarm.versions[i]
+                version = swarm.version(i)
                 if (
-                    swarm.origins[i] == origin
+                    swarm.origin(i) == origin
                     and (i >= swarm.n_leech) == seeder
                     and swarm.peer_id(i) == peer_id
                 ):  # a refresh: same version, nothing to replicate
@@ -582,8 +591,8 @@ class Store:
         swarm = self._swarms.get(info_hash)
         if swarm is None:
             return []
-        origins = swarm.origins
-        out = [swarm.record(i) for i in range(len(swarm)) if origins[i]]
+        origin = swarm.origin
+        out = [swarm.record(i) for i in range(len(swarm)) if origin(i)]
         if swarm.tombs:
             out.extend(
                 Record(a, s, b"", FLAG_TOMBSTONE, o, v)
@@ -697,8 +706,8 @@ class Store:
         if swarm.min_seen >= cutoff:  # a lower bound: every slot is live
             live = range(n)
         elif self._leases:
-            origins = swarm.origins
-            live = [i for i in range(n) if self._alive(seen[i], origins[i], cutoff, now_ns)]
+            origin = swarm.origin
+            live = [i for i in range(n) if self._alive(seen[i], origin(i), cutoff, now_ns)]
         else:
             live = [i for i in range(n) if seen[i] >= cutoff]
         if 0 < limit < len(live):
@@ -773,7 +782,7 @@ class Store:
             return got
         ranges = [(0, swarm.n_leech), (swarm.n_leech, n)] if leechers_first else [(0, n)]
         out: list[AddrKey] = []
-        seen, origins, addrs = swarm.seen, swarm.origins, swarm.addrs
+        seen, origin, addrs = swarm.seen, swarm.origin, swarm.addrs
         for lo, hi in ranges:
             need = want - len(out)
             if need <= 0:
@@ -790,7 +799,7 @@ class Store:
                 if len(out) >= want:
                     break
                 a = addrs[i]
-                if a != exclude and self._alive(seen[i], origins[i], cutoff, now_ns):
+                if a != exclude and self._alive(seen[i], origin(i), cutoff, now_ns):
                     out.append(a)
         return out
 
@@ -854,11 +863,13 @@ class Store:
                 swarm.tombs = None
         if swarm.min_seen >= cutoff:
             return freed
-        seen, origins = swarm.seen, swarm.origins
+        seen, origin = swarm.seen, swarm.origin
         mine = self.local_origin
         for i in range(len(seen) - 1, -1, -1):  # deleting i only moves already-checked slots
-            if not self._alive(seen[i], origins[i], cutoff, now_ns):
-                o = origins[i]
+            if seen[i] >= cutoff:
+                continue
+            o = origin(i)
+            if not self._alive(seen[i], o, cutoff, now_ns):
                 keep = o != 0 and (o == mine or self.observer is not None)
                 old = swarm.record(i) if keep else None
                 swarm.delete(i)
