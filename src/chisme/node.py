@@ -637,6 +637,9 @@ class Node:
         self.store.announce(info_hash, addr, now, peer_id=peer_id, seeder=seeder)
         if completed:
             self.store.count_completed(info_hash, self.node_id)
+            if self.engine is not None:
+                count = self.store.downloaded_counters(info_hash).get(self.node_id, 0)
+                self.engine.replicator.publish_counter(info_hash, self.node_id, count)
         peers = self.store.sample_peers(
             info_hash, now, numwant, self.rng, exclude=addr, leechers_first=seeder
         )

@@ -165,3 +165,18 @@ def test_anti_entropy_repairs_what_rumors_missed() -> None:
     roots = {e.replicator.digest.root for _, e in engines}
     assert len(roots) == 1
     assert engines[3][1].store.num_records == 50
+
+
+def test_download_counters_converge_by_rumor_and_delta() -> None:
+    net = Net(5)
+    engines = list(net.engines.values())
+    p = parse_addr("10.0.0.5:6881")
+    net.run(4)
+    engines[0].store.announce("t", p, net.wall)
+    net.run(2)
+    for i, e in enumerate(engines[:3]):
+        e.store.count_completed("t", f"node{i}", by=i + 1)
+        e.replicator.publish_counter("t", f"node{i}", i + 1)
+    net.run(4)
+    for e in engines:
+        assert e.store.counts("t").downloaded == 1 + 2 + 3

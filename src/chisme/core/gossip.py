@@ -38,10 +38,15 @@ ItemRecord = tuple[str, Record]
 # -- messages (primitive fields: wire/v2.py encodes them) ---------------------------------
 
 
+Counter = tuple[str, str, int]
+"""A BitTorrent ``completed`` counter: (info hash, node id that counted, count); max wins."""
+
+
 class Rumors(NamedTuple):
     """Fresh changes, pushed to a few random members (unreliable datagram)."""
 
     items: tuple[ItemRecord, ...]
+    counters: tuple[Counter, ...] = ()
 
 
 class SyncRoot(NamedTuple):
@@ -69,6 +74,7 @@ class Delta(NamedTuple):
     buckets: tuple[int, ...]  # the buckets this delta covers
     items: tuple[ItemRecord, ...]
     reply: bool  # True: the receiver answers with what the sender lacks
+    counters: tuple[Counter, ...] = ()  # the download counters of the keys covered
 
 
 SyncMessage = SyncRoot | SyncOk | SyncGroups | SyncBuckets | Delta
@@ -206,6 +212,9 @@ class Replicator:
         self.rumors: TransmitLimitedQueue[ItemRecord] = TransmitLimitedQueue(
             config.retransmit_mult, max_items=65536
         )
+        self.counter_rumors: TransmitLimitedQueue[Counter] = TransmitLimitedQueue(
+            config.retransmit_mult, max_items=16384
+        )
         self._next_gossip = 0
         self._next_sync = 0
         self._sync_seq = rng.getrandbits(31)
@@ -224,7 +233,7 @@ class Replicator:
 
     def next_deadline_ns(self) -> int:
         """The earliest monotonic time at which :meth:`tick` has work to do."""
-        if len(self.rumors) or self.store.has_changes():
+        if len(self.rumors) or len(self.counter_rumors) or self.store.has_changes():
             return min(self._next_gossip, self._next_sync)
         return self._next_sync
 
@@ -240,18 +249,28 @@ class Replicator:
             out.extend(self.start_sync(mono_ns))
         return out
 
+    def publish_counter(self, info_hash: str, node_id: str, count: int) -> None:
+        """Rumor a download counter that grew (counters are not in the digest: rumors carry
+        them, and every Delta carries those of the keys it covers)."""
+        self.counter_rumors.queue(
+            f"{info_hash}\x00{node_id}", (info_hash, node_id, count), len(info_hash) + 24
+        )
+
     def gossip_round(self) -> list[Out]:
         """Send queued rumors to ``gossip_nodes`` random alive members."""
-        if not len(self.rumors):
+        if not len(self.rumors) and not len(self.counter_rumors):
             return []
         targets = self.view.random_alive(self.config.gossip_nodes)
         n = self.view.num_alive()
         out: list[Out] = []
+        budget = self.config.max_datagram_bytes - 64
         for to in targets:
-            items = self.rumors.take(self.config.max_datagram_bytes - 64, n + 1)
-            if not items:
+            items = self.rumors.take(budget, n + 1)
+            used = sum(record_size(ih, r) for ih, r in items)
+            counters = self.counter_rumors.take(max(0, budget - used), n + 1)
+            if not items and not counters:
                 break
-            out.append(Out(to, Rumors(tuple(items)), reliable=False))
+            out.append(Out(to, Rumors(tuple(items), tuple(counters)), reliable=False))
         return out
 
     def start_sync(self, now_ns: int) -> list[Out]:
@@ -277,6 +296,7 @@ class Replicator:
         ``now_ns`` is the wall clock (record stamps and expiry)."""
         if isinstance(msg, Rumors):
             self._merge(msg.items, now_ns, rumor=True)
+            self._merge_counters(msg.counters)
             return []
         if isinstance(msg, SyncRoot):
             d = self.digest
@@ -304,9 +324,11 @@ class Replicator:
                 b for b, h in msg.buckets if 0 <= b < BUCKETS and self.digest.buckets[b] != h
             )
             items, covered = self._records_of(differ, now_ns)
-            return [Out(src, Delta(msg.sync_id, covered, items, reply=True), True)]
+            counters = self._counters_of(items)
+            return [Out(src, Delta(msg.sync_id, covered, items, True, counters), True)]
         if isinstance(msg, Delta):
             theirs = self._merge(msg.items, now_ns, rumor=False)
+            self._merge_counters(msg.counters)
             if not msg.reply:
                 return []
             self._syncs.pop(msg.sync_id, None)
@@ -316,9 +338,10 @@ class Replicator:
                 for ih, r in mine
                 if (ih, r.addr) not in theirs or order_key(r) > order_key(theirs[ih, r.addr])
             )
-            if not lacking:
+            counters = self._counters_of(mine)
+            if not lacking and not counters:
                 return []
-            return [Out(src, Delta(msg.sync_id, (), lacking, reply=False), True)]
+            return [Out(src, Delta(msg.sync_id, (), lacking, False, counters), True)]
         return []
 
     def _merge(
@@ -341,6 +364,18 @@ class Replicator:
         if self.on_merged is not None:
             self.on_merged(inserted, replaced, ignored)
         return seen
+
+    def _merge_counters(self, counters: Iterable[Counter]) -> None:
+        for info_hash, node_id, count in counters:
+            if self.store.merge_downloaded(info_hash, {node_id: count}):
+                self.publish_counter(info_hash, node_id, count)
+
+    def _counters_of(self, items: Iterable[ItemRecord]) -> tuple[Counter, ...]:
+        out: list[Counter] = []
+        for info_hash in dict.fromkeys(ih for ih, _ in items):
+            for node_id, count in self.store.downloaded_counters(info_hash).items():
+                out.append((info_hash, node_id, count))
+        return tuple(out[:4096])
 
     def _records_of(
         self, buckets: Sequence[int], now_ns: int

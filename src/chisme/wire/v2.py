@@ -33,9 +33,12 @@ PREFACE = b"\x00chisme\x02"
 VERSION = 2
 MAX_DATAGRAM_BYTES = 1400
 _LEN = struct.Struct(">I")
+_V4_MAPPED = b"\x00" * 10 + b"\xff\xff"
 
 U64 = Annotated[int, msgspec.Meta(ge=0)]  # msgpack ints stop at 2**64 - 1
 I64 = int  # msgpack ints are 64-bit by construction
+# a stamp the store can hold (int64 ns since the epoch); msgpack also carries 2**63..2**64-1
+Stamp = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 U32 = Annotated[int, msgspec.Meta(ge=0, le=0xFFFFFFFF)]
 Short = Annotated[str, msgspec.Meta(max_length=300)]
 
@@ -112,7 +115,7 @@ class _Rec(msgspec.Struct, array_like=True):
     info_hash: Short
     ip: bytes  # 6 or 18 bytes (compact IPv4/IPv6 + port), or empty when ``name`` is set
     name: Short  # "host:port" of a DNS name, or empty
-    last_seen_ns: I64
+    last_seen_ns: Stamp
     peer_id: bytes
     flags: Annotated[int, msgspec.Meta(ge=0, le=FLAG_SEEDER | FLAG_TOMBSTONE)]
     origin: U32
@@ -124,8 +127,12 @@ class _Swim(msgspec.Struct, array_like=True, tag=1):
     piggyback: list[_Update]
 
 
+_Counter = tuple[Short, Short, U64]
+
+
 class _Rumors(msgspec.Struct, array_like=True, tag=2):
     items: list[_Rec]
+    counters: list[_Counter] = []
 
 
 class _SyncRoot(msgspec.Struct, array_like=True, tag=3):
@@ -153,6 +160,7 @@ class _Delta(msgspec.Struct, array_like=True, tag=7):
     buckets: Annotated[list[U32], msgspec.Meta(max_length=g.BUCKETS)]
     items: list[_Rec]
     reply: bool
+    counters: list[_Counter] = []
 
 
 class Hello(msgspec.Struct, array_like=True, tag=8, frozen=True):
@@ -246,6 +254,8 @@ def _rec_in(w: _Rec) -> g.ItemRecord:
                 raise InvalidInput("addr name is not canonical")
         elif len(w.ip) in (6, 18) and w.ip[-2:] != b"\x00\x00":
             addr = w.ip
+            if addr[:12] == _V4_MAPPED:  # the store keys such a peer on its 6-byte form
+                raise InvalidInput("addr is not canonical (IPv4-mapped IPv6)")
         else:
             raise InvalidInput("addr must be 6 or 18 bytes with a port")
     except InvalidInput as e:
@@ -255,6 +265,17 @@ def _rec_in(w: _Rec) -> g.ItemRecord:
     if not w.origin:
         raise WireError("record: origin must not be 0")
     return w.info_hash, Record(addr, w.last_seen_ns, w.peer_id, w.flags, w.origin, w.version)
+
+
+def _counters_in(counters: list[tuple[str, str, int]]) -> tuple[g.Counter, ...]:
+    for info_hash, node_id, _ in counters:
+        try:
+            parse_info_hash(info_hash)
+        except InvalidInput as e:
+            raise WireError(f"counter: {e.reason}") from None
+        if not 0 < len(node_id) <= 64:
+            raise WireError("counter: node id must be 1-64 characters")
+    return tuple((ih, n, c) for ih, n, c in counters)
 
 
 def _check_addr(addr: str) -> None:
@@ -269,7 +290,7 @@ def to_wire(msg: object) -> Any:
     if isinstance(msg, SwimPacket):
         return _Swim(_swim_out(msg.msg), [_update_out(u) for u in msg.piggyback])
     if isinstance(msg, g.Rumors):
-        return _Rumors([_rec_out(ih, r) for ih, r in msg.items])
+        return _Rumors([_rec_out(ih, r) for ih, r in msg.items], list(msg.counters))
     if isinstance(msg, g.SyncRoot):
         return _SyncRoot(msg.sync_id, msg.root, msg.size)
     if isinstance(msg, g.SyncOk):
@@ -279,8 +300,8 @@ def to_wire(msg: object) -> Any:
     if isinstance(msg, g.SyncBuckets):
         return _SyncBuckets(msg.sync_id, list(msg.buckets))
     if isinstance(msg, g.Delta):
-        return _Delta(msg.sync_id, list(msg.buckets), [_rec_out(ih, r) for ih, r in msg.items],
-                      msg.reply)
+        items = [_rec_out(ih, r) for ih, r in msg.items]
+        return _Delta(msg.sync_id, list(msg.buckets), items, msg.reply, list(msg.counters))
     if isinstance(msg, Hello | Error):
         return msg
     raise TypeError(f"not a v2 message: {type(msg).__name__}")
@@ -291,7 +312,7 @@ def from_wire(w: Any) -> object:
     if isinstance(w, _Swim):
         return SwimPacket(_swim_in(w.msg), tuple(_update_in(u) for u in w.piggyback))
     if isinstance(w, _Rumors):
-        return g.Rumors(tuple(_rec_in(r) for r in w.items))
+        return g.Rumors(tuple(_rec_in(r) for r in w.items), _counters_in(w.counters))
     if isinstance(w, _SyncRoot):
         return g.SyncRoot(w.sync_id, w.root, w.count)
     if isinstance(w, _SyncOk):
@@ -301,7 +322,8 @@ def from_wire(w: Any) -> object:
     if isinstance(w, _SyncBuckets):
         return g.SyncBuckets(w.sync_id, tuple((b, h) for b, h in w.buckets))
     if isinstance(w, _Delta):
-        return g.Delta(w.sync_id, tuple(w.buckets), tuple(_rec_in(r) for r in w.items), w.reply)
+        items = tuple(_rec_in(r) for r in w.items)
+        return g.Delta(w.sync_id, tuple(w.buckets), items, w.reply, _counters_in(w.counters))
     return w  # Hello, Error
 
 
