@@ -23,6 +23,9 @@ MAX_PEER_ID_BYTES = 128
 MAX_ORIGIN = 2**32 - 1
 """Largest origin (node) id: the store keeps origins as unsigned 32-bit integers."""
 
+MAX_VERSION = 2**64 - 1
+"""Largest version (an origin's change counter): the store keeps versions as unsigned 64-bit."""
+
 
 class Record(NamedTuple):
     """One provider record as the store merges it.

@@ -40,6 +40,7 @@ from chisme.core.records import (
     FLAG_TOMBSTONE,
     MAX_ORIGIN,
     MAX_PEER_ID_BYTES,
+    MAX_VERSION,
     Provider,
     Record,
     order_key,
@@ -433,7 +434,7 @@ class Store:
         """
         batch = records if isinstance(records, list | tuple) else list(records)
         for incoming in batch:
-            _check_record(incoming.peer_id, incoming.origin)
+            _check_record(incoming.peer_id, incoming.origin, incoming.version)
         inserted = replaced = ignored = 0
         changed: list[Record] = []
         limit = now_ns + self.max_clock_skew_ns if clamp else 1 << 63
@@ -969,13 +970,15 @@ def _check_addr(addr: object) -> None:
     raise InvalidInput("addr must be host:port with a port in 1-65535")
 
 
-def _check_record(peer_id: bytes, origin: int) -> None:
-    """What the slot arrays can hold: a bad origin would corrupt a swarm half-way through
-    an insert (array('I') raises OverflowError after the index was written)."""
+def _check_record(peer_id: bytes, origin: int, version: int = 0) -> None:
+    """What a slot can hold: an origin or version out of range would corrupt a swarm half-way
+    through an insert (packing the slot fails after the address and stamp were appended)."""
     if len(peer_id) > MAX_PEER_ID_BYTES:
         raise InvalidInput(f"peer_id must be at most {MAX_PEER_ID_BYTES} bytes")
     if not 0 <= origin <= MAX_ORIGIN:
         raise InvalidInput("origin must be a node id in 0-4294967295")
+    if not 0 <= version <= MAX_VERSION:
+        raise InvalidInput("version must be in 0-18446744073709551615")
 
 
 __all__: Sequence[str] = ("Counts", "MergeResult", "Store", "Swarm", "lookup_rank")
