@@ -229,6 +229,9 @@ def test_merge_validates_the_whole_batch_before_applying_any() -> None:
         [live(ip(1), NOW), live(ip(2), NOW, origin=2**32)],
         [live(ip(1), NOW), live(ip(2), NOW, origin=-1)],
         [live(ip(1), NOW), live(ip(2), NOW, b"x" * (MAX_PEER_ID_BYTES + 1))],
+        [live(ip(1), NOW), Record(ip(2), NOW, b"", 0, 1, -1)],  # version out of range
+        [live(ip(1), NOW), Record(ip(2), NOW, b"", 0, 1, 2**64)],
+        [live(ip(1), NOW), Record(ip(2), NOW, b"", FLAG_TOMBSTONE, 1, 2**64)],
     ]
     for batch in bad_batches:
         with pytest.raises(InvalidInput):
@@ -236,6 +239,8 @@ def test_merge_validates_the_whole_batch_before_applying_any() -> None:
     assert store.snapshot() == {} and store.num_records == 0
     store.merge(IH, [live(ip(1), NOW, origin=2**32 - 1)], NOW)
     assert store.get(IH, ip(1)) == live(ip(1), NOW, origin=2**32 - 1)
+    store.merge(IH, [Record(ip(2), NOW, b"p", FLAG_SEEDER, 1, 2**64 - 1)], NOW)
+    assert store.get(IH, ip(2)) == Record(ip(2), NOW, b"p", FLAG_SEEDER, 1, 2**64 - 1)
 
 
 def test_merge_replaces_an_unswept_expired_record_with_anything_live() -> None:
