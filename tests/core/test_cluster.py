@@ -180,3 +180,17 @@ def test_download_counters_converge_by_rumor_and_delta() -> None:
     net.run(4)
     for e in engines:
         assert e.store.counts("t").downloaded == 1 + 2 + 3
+
+
+def test_a_record_forged_in_a_live_members_name_is_retracted() -> None:
+    from chisme.core.records import Record
+
+    net = Net(4)
+    engines = list(net.engines.values())
+    net.run(4)
+    victim = engines[0]
+    forged = Record(parse_addr("6.6.6.6:666"), net.wall, b"", 0, victim.origin, 99)
+    engines[1].store.merge("f", [forged], net.wall, clamp=False)
+    engines[1].replicator.publish([("f", forged)])
+    net.run(6)
+    assert holders(net, "f", forged.addr) == 0

@@ -219,6 +219,7 @@ class Replicator:
         self._next_sync = 0
         self._sync_seq = rng.getrandbits(31)
         self._syncs: dict[int, tuple[str, int]] = {}  # sync id -> (peer, started)
+        self._serving: dict[tuple[str, int], int] = {}  # (peer, sync id) -> started
         self.on_merged: Callable[[int, int, int], None] | None = None  # metrics hook
 
     # -- local changes ------------------------------------------------------------------
@@ -300,8 +301,8 @@ class Replicator:
             return []
         if isinstance(msg, SyncRoot):
             d = self.digest
-            if msg.root == d.root:
-                return [Out(src, SyncOk(msg.sync_id), True)]
+            if msg.root == d.root or not self._may_serve(src, msg.sync_id, mono_ns):
+                return [Out(src, SyncOk(msg.sync_id), True)]  # equal, or we are busy
             return [Out(src, SyncGroups(msg.sync_id, tuple(d.groups)), True)]
         if isinstance(msg, SyncOk):
             self._syncs.pop(msg.sync_id, None)
@@ -327,6 +328,7 @@ class Replicator:
             counters = self._counters_of(items)
             return [Out(src, Delta(msg.sync_id, covered, items, True, counters), True)]
         if isinstance(msg, Delta):
+            self._serving.pop((src, msg.sync_id), None)
             theirs = self._merge(msg.items, now_ns, rumor=False)
             self._merge_counters(msg.counters)
             if not msg.reply:
@@ -352,8 +354,17 @@ class Replicator:
         inserted = replaced = ignored = 0
         for info_hash, rec in items:
             seen[info_hash, rec.addr] = rec
-            if not rec.origin or rec.origin == self.store.local_origin:
-                ignored += 1  # our own records come back; only we change them
+            if not rec.origin:
+                ignored += 1
+                continue
+            if rec.origin == self.store.local_origin:
+                # only we write our records: one we do not hold (as sent) was forged, or
+                # predates what we hold: retract it with a newer tombstone of our own
+                held = self.store.get(info_hash, rec.addr)
+                stale = held is None or held.origin != rec.origin or held.version < rec.version
+                if stale and not rec.tombstone:
+                    self.store.remove(info_hash, rec.addr, now_ns)
+                ignored += 1
                 continue
             result = self.store.merge(info_hash, (rec,), now_ns, clamp=False)
             inserted += result.inserted
@@ -364,6 +375,17 @@ class Replicator:
         if self.on_merged is not None:
             self.on_merged(inserted, replaced, ignored)
         return seen
+
+    def _may_serve(self, src: str, sync_id: int, mono_ns: int) -> bool:
+        """Cap the syncs we serve at once (a sync we answer costs us a Delta)."""
+        serving = self._serving
+        for key, started in list(serving.items()):
+            if mono_ns - started > self.config.sync_timeout_ns:
+                del serving[key]
+        if len(serving) >= self.config.max_concurrent_syncs:
+            return False
+        serving[src, sync_id] = mono_ns
+        return True
 
     def _merge_counters(self, counters: Iterable[Counter]) -> None:
         for info_hash, node_id, count in counters:
