@@ -88,6 +88,7 @@ class Node:
         )
         self.peers: list[str] = list(self.config.peers)
         self.v1_peers: list[str] = list(self.config.v1_peers)
+        self._pending_sends = 0
         self.member_id = self.node_id
         self.engine: ClusterEngine | None = None
         self._v2: V2Transport | None = None
@@ -560,7 +561,7 @@ class Node:
             return
         data = v1.encode_message(v1.Announce(info_hash, [rec]))
         for peer in self.v1_targets:
-            self.spawn(self._send(peer, data, "announce"))
+            self._spawn_send(peer, data, "announce")
 
     def push_removal(self, info_hash: str, tomb: Record) -> None:
         """Send a tombstone to every v1 peer at once (chisme's ``removed`` extension)."""
@@ -568,7 +569,22 @@ class Node:
             return
         data = v1.encode_message(v1.Gossip(info_hash, [], removed=[tomb]))
         for peer in self.v1_targets:
-            self.spawn(self._send(peer, data, "gossip"))
+            self._spawn_send(peer, data, "gossip")
+
+    def _spawn_send(self, peer: str, data: bytes, kind: str) -> None:
+        """A background push, bounded: past ``max_pending_sends`` it is dropped (and
+        counted); the next gossip round carries the same state anyway."""
+        if self._pending_sends >= self.config.max_concurrent_sends * 16:
+            self.metrics.send_failures.labels("backlog").inc()
+            return
+        self._pending_sends += 1
+        self.spawn(self._send_counted(peer, data, kind))
+
+    async def _send_counted(self, peer: str, data: bytes, kind: str) -> None:
+        try:
+            await self._send(peer, data, kind)
+        finally:
+            self._pending_sends -= 1
 
     async def gossip_round(self) -> int:
         """One v1 gossip round: every live key's providers to every peer. Returns messages sent.
@@ -577,19 +593,23 @@ class Node:
         replicate by rumors and anti-entropy."""
         if not self.v1_targets:
             return 0
+        targets = list(self.v1_targets)
         payloads = [
             v1.encode_message(
                 v1.Gossip(info_hash, records, self.store.downloaded_counters(info_hash), tombs)
             )
-            for info_hash, records, tombs in plan_full_push(
-                self.store, self.v1_targets, self.clock()
-            )
+            for info_hash, records, tombs in plan_full_push(self.store, targets, self.clock())
         ]
-        sends = [
-            self._send(peer, data, "gossip") for peer in self.v1_targets for data in payloads
-        ]
-        await asyncio.gather(*sends)
-        return len(sends)
+
+        async def push_to(peer: str) -> None:
+            # a few messages in flight per peer (the send slots bound the total), so a round
+            # over 10^5 keys never holds 10^5 coroutines at once
+            for i in range(0, len(payloads), 16):
+                batch = payloads[i : i + 16]
+                await asyncio.gather(*(self._send(peer, data, "gossip") for data in batch))
+
+        await asyncio.gather(*(push_to(peer) for peer in targets))
+        return len(payloads) * len(targets)
 
     async def _send(self, peer: str, data: bytes, kind: str) -> None:
         async with self._send_slots:
