@@ -66,6 +66,7 @@ def records(draw: st.DrawFn, now: int = NOW, addrs: list[AddrKey] = ADDRS) -> Re
         draw(st.sampled_from(PIDS)),
         draw(st.sampled_from([0, FLAG_SEEDER, FLAG_TOMBSTONE, FLAG_TOMBSTONE | FLAG_SEEDER, 4])),
         draw(st.integers(0, 3)),
+        draw(st.sampled_from([0, 0, 1, 2, 2**64 - 1])),  # v2 origin version
     )
 
 
@@ -96,8 +97,8 @@ def normalise(r: Record, now: int) -> Record:
     """What merge makes of an incoming record (WIRE.md: 0 is now, far future is now)."""
     seen = now if r.last_seen_ns == 0 or r.last_seen_ns > now + SKEW else r.last_seen_ns
     if r.flags & FLAG_TOMBSTONE:
-        return Record(r.addr, seen, b"", FLAG_TOMBSTONE, r.origin)
-    return Record(r.addr, seen, r.peer_id, r.flags & FLAG_SEEDER, r.origin)
+        return Record(r.addr, seen, b"", FLAG_TOMBSTONE, r.origin, r.version)
+    return Record(r.addr, seen, r.peer_id, r.flags & FLAG_SEEDER, r.origin, r.version)
 
 
 def alive(r: Record, now: int, leases: dict[int, int] | None = None) -> bool:
