@@ -150,6 +150,7 @@ class _HttpConnection(asyncio.Protocol):
         "headers",
         "in_flight",
         "in_request",
+        "loop",
         "parser",
         "queue",
         "reading_paused",
@@ -177,6 +178,7 @@ class _HttpConnection(asyncio.Protocol):
         self.reading_paused = False
         self.timer: asyncio.TimerHandle | None = None
         self.deadline = 0.0  # loop time at which _on_timeout acts (the timer may fire earlier)
+        self.loop = asyncio.get_running_loop()  # once: get_running_loop() costs ~0.25 µs
         self.closed = False
         self.counted = False
         self.failure: _TooLargeError | None = None  # raised in a parser callback
@@ -374,7 +376,7 @@ class _HttpConnection(asyncio.Protocol):
         """Set the deadline ``seconds`` from now. The timer is moved only when the deadline
         comes earlier; when it fires before a later deadline it sleeps on (_on_timeout). Two
         new uvloop timers per request cost ~1.5 µs, 5 % of a keep-alive tracker announce."""
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         self.deadline = deadline = loop.time() + seconds
         timer = self.timer
         if timer is not None:
@@ -384,7 +386,7 @@ class _HttpConnection(asyncio.Protocol):
         self.timer = loop.call_at(deadline, self._on_timeout)
 
     def _on_timeout(self) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         if self.deadline - loop.time() > 0.001:  # the deadline moved on since the timer was set
             self.timer = loop.call_at(self.deadline, self._on_timeout)
             return
