@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from typing import Any, cast
 
 import httptools
 
-from chisme.errors import ConfigError
+from chisme.listener import listen_tcp
 
 log = logging.getLogger("chisme.http")
 
@@ -116,16 +115,10 @@ class HttpServer:
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Listen; a port in use or an address not on this host is a ConfigError."""
-        loop = asyncio.get_running_loop()
-        try:
-            self._server = await loop.create_server(
-                lambda: _HttpConnection(self), host, port, reuse_address=True, backlog=2048
-            )
-        except OSError as e:
-            why = os.strerror(e.errno) if e.errno else str(e)
-            raise ConfigError(f"cannot listen on {host}:{port}: {why}") from e
-        sockname = self._server.sockets[0].getsockname()
-        return sockname[0], sockname[1]
+        self._server, bound = await listen_tcp(
+            lambda: _HttpConnection(self), host, port, backlog=2048
+        )
+        return bound
 
     async def close(self) -> None:
         if self._server is not None:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Callable
 from typing import Protocol, cast
 
-from chisme.errors import ChismeError, ConfigError, PeerTimeout, PeerUnreachable, WireError
+from chisme.errors import ChismeError, PeerTimeout, PeerUnreachable, WireError
+from chisme.listener import listen_tcp
 from chisme.wire.framing import JsonValueScanner
 from chisme.wire.v1 import Message, V1Reader, encode_error
 
@@ -71,16 +71,10 @@ class NodePortServer:
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Listen; a port in use or an address not on this host is a ConfigError."""
-        loop = asyncio.get_running_loop()
-        try:
-            self._server = await loop.create_server(
-                lambda: _V1Connection(self), host, port, reuse_address=True, backlog=1024
-            )
-        except OSError as e:
-            why = os.strerror(e.errno) if e.errno else str(e)
-            raise ConfigError(f"cannot listen on {host}:{port}: {why}") from e
-        sockname = self._server.sockets[0].getsockname()
-        return sockname[0], sockname[1]
+        self._server, bound = await listen_tcp(
+            lambda: _V1Connection(self), host, port, backlog=1024
+        )
+        return bound
 
     async def close(self) -> None:
         if self._server is not None:

@@ -1,0 +1,26 @@
+"""Opening a TCP listener, the one way every chisme server does it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+
+from chisme.errors import ConfigError
+
+
+async def listen_tcp(
+    factory: Callable[[], asyncio.Protocol], host: str, port: int, *, backlog: int
+) -> tuple[asyncio.Server, tuple[str, int]]:
+    """Listen on ``host:port``; a port in use or an address not on this host is a ConfigError.
+
+    Returns the server and the bound address (port 0 becomes the port the OS picked).
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        server = await loop.create_server(factory, host, port, reuse_address=True, backlog=backlog)
+    except OSError as e:
+        why = os.strerror(e.errno) if e.errno else str(e)
+        raise ConfigError(f"cannot listen on {host}:{port}: {why}") from e
+    sockname = server.sockets[0].getsockname()
+    return server, (sockname[0], sockname[1])
