@@ -13,6 +13,7 @@ from chisme.core.cluster import ClusterConfig, ClusterEngine
 from chisme.core.gossip import GossipConfig, Out, SyncOk, SyncRoot
 from chisme.core.keys import parse_addr
 from chisme.core.membership import MemberState, SwimConfig
+from chisme.core.records import Record
 from chisme.core.store import Store
 from chisme.wire import v2
 
@@ -183,8 +184,6 @@ def test_download_counters_converge_by_rumor_and_delta() -> None:
 
 
 def test_a_record_forged_in_a_live_members_name_is_retracted() -> None:
-    from chisme.core.records import Record
-
     net = Net(4)
     engines = list(net.engines.values())
     net.run(4)

@@ -562,7 +562,8 @@ def test_a_full_store_evicts_the_stalest_of_a_sample() -> None:
 
 def test_a_full_store_evicts_when_most_keys_hold_only_tombstones() -> None:
     store = Store(TTL, max_records=5)
-    for k in range(50):
+    for k in range(50):  # providers that came and left: keys with tombstones only
+        store.announce(f"t{k}", ip(1), NOW)
         store.remove(f"t{k}", ip(1), NOW)
     for i in range(5):
         store.announce(IH, ip(i), NOW + i)
@@ -730,3 +731,15 @@ def test_completed_counters_merge_commutes() -> None:
             store.merge_downloaded(IH, batches[i])
         results.append(store.downloaded_counters(IH))
     assert results[0] == results[1] == results[2] == {"a": 3, "b": 6, "c": 4}
+
+
+def test_removals_of_unknown_providers_cannot_grow_memory_past_the_tombstone_budget() -> None:
+    store = Store(90 * 10**9, max_records=40)
+    now = 10**18
+    for i in range(200):
+        store.remove(f"k{i}", ip(i), now)
+    assert store.num_tombstones == store.max_tombstones == 10
+    store.announce("held", ip(1), now)
+    store.remove("held", ip(1), now + 1)  # a provider we hold still gets its tombstone
+    assert store.get("held", ip(1)) is not None
+    assert store.num_tombstones == 11

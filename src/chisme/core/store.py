@@ -268,6 +268,7 @@ class Store:
         self.max_records = max_records
         self.max_clock_skew_ns = max_clock_skew_ns
         self.tombstone_ttl_ns = ttl_ns if tombstone_ttl_ns is None else tombstone_ttl_ns
+        self.max_tombstones = max(1, max_records // 4)
         self._swarms: dict[str, Swarm] = {}
         self._live = 0  # live slots (not yet swept), all keys
         self._tombs = 0
@@ -492,6 +493,10 @@ class Store:
                 if order_key(rec) <= order_key(held):
                     return 0
                 old = held
+        if tomb and held is None and self._tombs >= self.max_tombstones:
+            # the removal of a provider we do not hold, with the tombstone budget spent: a
+            # flood of removals for random keys must not grow memory (nor evict providers)
+            return 0
         if swarm is None:
             swarm = self._swarms[info_hash] = Swarm()
             self._sweep_keys.append(info_hash)
@@ -657,6 +662,8 @@ class Store:
     # -- downloads (BitTorrent 'completed'), a per-node counter merged by max -----------
 
     def count_completed(self, info_hash: str, node_id: str, by: int = 1) -> None:
+        if by < 1:
+            raise InvalidInput("a download count only grows")
         swarm = self._swarms.get(info_hash)
         if swarm is None:
             return
