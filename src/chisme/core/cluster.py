@@ -28,6 +28,8 @@ from chisme.core.membership import (
     Membership,
     MemberState,
     Message,
+    Ping,
+    PingReq,
     PushPull,
     Send,
     SwimConfig,
@@ -86,6 +88,7 @@ class ClusterEngine:
         self.replicator = Replicator(store, _View(self.membership), config.gossip, rng)
         self._origins: dict[str, int] = {}
         self._next_lease_ns = 0
+        self._met: dict[str, int] = {}  # unknown member id -> when we may ask it again
         self.events: list[MemberEvent] = []  # drained by the shell (logs, metrics)
 
     # -- driving ----------------------------------------------------------------------
@@ -115,6 +118,7 @@ class ClusterEngine:
         """Handle one message from the member at ``src``."""
         if isinstance(msg, SwimPacket):
             out = self._outs(self.membership.on_message(msg.msg, msg.piggyback, mono_ns))
+            out.extend(self._meet(msg.msg, mono_ns))
             self._take_events()
             return out
         return self.replicator.on_message(src, msg, wall_ns, mono_ns)
@@ -137,6 +141,26 @@ class ClusterEngine:
             Out(s.to_addr, SwimPacket(s.msg, s.piggyback), isinstance(s.msg, PushPull))
             for s in sends
         ]
+
+    def _meet(self, msg: Message, mono_ns: int) -> list[Out]:
+        """A member we never heard of probes us: we missed every copy of its join.
+
+        Gossip reaches each member only with high probability; in a small cluster an update
+        has 2-3 transmissions, some spent on members that know it (or on its subject), and a
+        member that missed it waited for the next push/pull (15-30 s). Ask the stranger for a
+        full state exchange instead, at most once per probe interval.
+        """
+        if not isinstance(msg, Ping | PingReq) or msg.source_id == self.member_id:
+            return []
+        if self.membership.get(msg.source_id) is not None or self.membership.has_left:
+            return []
+        if self._met.get(msg.source_id, 0) > mono_ns:
+            return []
+        if len(self._met) >= 1024:
+            self._met.clear()
+        self._met[msg.source_id] = mono_ns + self.config.swim.probe_interval_ns
+        request = PushPull(self.member_id, self.addr, tuple(self.membership.local_state()))
+        return [Out(msg.source_addr, SwimPacket(request, ()), True)]
 
     def _take_events(self) -> None:
         for ev in self.membership.drain_events():
