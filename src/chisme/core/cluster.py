@@ -109,7 +109,10 @@ class ClusterEngine:
         out = self._outs(self.membership.tick(mono_ns))
         self._take_events()
         if mono_ns >= self._next_lease_ns:
-            self._next_lease_ns = mono_ns + self.config.lease_renew_ns
+            # a lease lasts one TTL from its renewal: renewing only every TTL (or less often)
+            # let a live origin's records lapse between two renewals (ttl_s <= 1 s)
+            every = min(self.config.lease_renew_ns, self.store.ttl_ns // 4)
+            self._next_lease_ns = mono_ns + every
             self.replicator.renew_leases(self._live_origins(), wall_ns)
         out.extend(self.replicator.tick(wall_ns, mono_ns))
         return out
