@@ -49,18 +49,24 @@ EOF
 }
 
 export RESULTS_DIR="$WORK/results"
-run() {  # $1 label, rest: env assignments for run_anchor.sh
-  local label=$1; shift
+run() {  # $1 label, $2 phase, rest: env assignments for run_anchor.sh
+  local label=$1 phase=$2; shift 2
   local port; port=$(free_port)
-  echo "== $label on 127.0.0.1:$port ($PHASES)" >&2
-  (cd "$WORK" && env HTTP_PORT="$port" UDP_PORT="$port" "$@" ./run_anchor.sh "${SERVER:?}" "$PHASES") \
-    | tee "$WORK/$label.out" >&2
+  echo "== $label on 127.0.0.1:$port ($phase)" >&2
+  (cd "$WORK" && env HTTP_PORT="$port" UDP_PORT="$port" "$@" ./run_anchor.sh "${SERVER:?}" "$phase") \
+    | tee -a "$WORK/$label.out" >&2
 }
 
-SERVER=opentracker run opentracker
 CHISME_CMD="$ROOT/.venv/bin/chisme node --listen 127.0.0.1:0 --api '' --ttl $CHISME_TTL"
 CHISME_CMD+=" --tracker-http {host}:{http_port} --tracker-udp {host}:{udp_port} --log-level WARNING"
-SERVER=cmd run chisme SERVER_CMD="$CHISME_CMD" SERVER_VERSION="chisme $(git -C "$ROOT" rev-parse --short HEAD)"
+# Phase by phase, opentracker then chisme: the two measurements of a figure are minutes apart,
+# not a whole run, so a change in the machine's load skews a ratio less.
+IFS=, read -ra PHASE_LIST <<< "$PHASES"
+for phase in "${PHASE_LIST[@]}"; do
+  SERVER=opentracker run opentracker "$phase"
+  SERVER=cmd run chisme "$phase" SERVER_CMD="$CHISME_CMD" \
+    SERVER_VERSION="chisme $(git -C "$ROOT" rev-parse --short HEAD)"
+done
 
 "$ROOT/.venv/bin/python" - "$WORK/opentracker.out" "$WORK/chisme.out" "$CHISME_CMD" <<'EOF'
 import re

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import pytest
 
 from chisme.core.keys import ip_port_key
+from chisme.errors import ConfigError
 from chisme.frontends.http_tracker import MAX_OVERLAY_INFLIGHT
 from chisme.frontends.udp_tracker import UdpTracker
 from chisme.node import Node
@@ -464,3 +465,11 @@ async def test_denied_hash_gets_an_error(node: NodeFactory, tmp_path: Any) -> No
     finally:
         c.close()
     assert metric(n, 'chisme_tracker_announces_total{outcome="denied",protocol="udp"} 1.0')
+
+
+async def test_a_udp_port_in_use_is_a_config_error(node: NodeFactory) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"cannot listen on udp 127.0.0.1:{port}"):
+            await node(tracker_udp=f"127.0.0.1:{port}")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import struct
 import time
@@ -31,6 +32,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, cast
 
 from chisme.config import Config
+from chisme.errors import ConfigError
 from chisme.frontends.http_tracker import (
     MAX_OVERLAY_INFLIGHT,
     NOT_ALLOWED,
@@ -116,9 +118,16 @@ class UdpTracker(asyncio.DatagramProtocol):
         self._overlay_over_cap = metrics.tracker_overlay.labels("udp", "over_cap")
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
-        """Bind and serve; returns the bound (host, port)."""
+        """Bind and serve; returns the bound (host, port). A port in use or an address not on
+        this host is a ConfigError, as for the TCP listeners."""
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
+        try:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: self, local_addr=(host, port)
+            )
+        except OSError as e:
+            why = os.strerror(e.errno) if e.errno else str(e)
+            raise ConfigError(f"cannot listen on udp {host}:{port}: {why}") from e
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):  # a kernel may refuse; the default still works
