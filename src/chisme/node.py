@@ -378,6 +378,12 @@ class Node:
         for ev in engine.events:
             log.info("member %s %s at %s", ev.member.node_id, ev.kind, ev.member.addr)
         engine.events.clear()
+        # the chisme_members{state} gauge follows the member table (it was never set)
+        counts = dict.fromkeys(("alive", "suspect", "dead", "left"), 0)
+        for member in engine.members():
+            counts[str(member.state)] = counts.get(str(member.state), 0) + 1
+        for state, n in counts.items():
+            self.metrics.members.labels(state).set(n)
 
     async def _stop_v2(self) -> None:
         if self.engine is not None and self._v2 is not None:
