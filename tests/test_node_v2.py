@@ -108,6 +108,9 @@ async def test_five_nodes_from_one_seed_learn_each_other(
         assert n.status()["members_alive"] == 5
         rows = {x["id"]: x for x in n.members()}
         assert {rows[x.member_id]["addr"] for x in nodes} == {x.node_address for x in nodes}
+    gauge = 'chisme_members{state="alive"} 5.0'
+    await wait_until(lambda: all(gauge in n.metrics_text().decode() for n in nodes),
+                     what="the members gauge")
 
 
 async def test_a_member_that_missed_a_join_learns_it_from_the_strangers_probe(
