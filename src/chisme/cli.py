@@ -78,6 +78,34 @@ def build_parser() -> argparse.ArgumentParser:
     mb.add_argument("--node", required=True, help="node HOST:PORT")
     mb.add_argument("--json", action="store_true", help="print the raw JSON array")
     mb.add_argument("--timeout", type=float, default=5.0)
+
+    sm = sub.add_parser("simulate", help="run N nodes in one process on a virtual clock")
+    sm.add_argument("--nodes", type=int, default=50)
+    sm.add_argument("--keys", type=int, default=100)
+    sm.add_argument("--providers-per-key", type=int, default=10, help="records = keys x this")
+    sm.add_argument("--refresh-s", type=float, default=60.0, help="providers re-announce (60)")
+    sm.add_argument("--ttl-s", type=float, default=90.0)
+    sm.add_argument("--announce-rate", type=float, default=1.0,
+                    help="new announces per second, cluster-wide (their spread is measured)")
+    sm.add_argument("--duration-s", type=float, default=60.0, help="measured virtual seconds")
+    sm.add_argument("--warmup-s", type=float, default=5.0, help="virtual seconds not measured")
+    sm.add_argument("--settle-s", type=float, default=15.0,
+                    help="no new announces in the last S seconds (v1 needs ~40 to land)")
+    sm.add_argument("--loss", type=float, default=0.0, help="loss of unreliable messages, 0..1")
+    sm.add_argument("--kill", type=int, default=0, help="kill N random nodes (--kill-at-s)")
+    sm.add_argument("--kill-at-s", type=float, default=10.0)
+    sm.add_argument("--partition-s", type=float, default=0.0,
+                    help="a 2-way partition of S seconds (--partition-at-s), then heal")
+    sm.add_argument("--partition-at-s", type=float, default=10.0)
+    sm.add_argument("--protocol", choices=["v1", "v2"], default="v2")
+    sm.add_argument("--v1-peers", type=int, default=3, help="static peers per node (v1)")
+    sm.add_argument("--sweep-interval-s", type=float, default=1.0,
+                    help="store sweep period per node (node.py: 1 s, 2,000 keys each)")
+    sm.add_argument("--seed", type=int, default=1)
+    sm.add_argument("--verify-codec", action="store_true",
+                    help="encode and decode every message with the real codec")
+    sm.add_argument("--json", action="store_true", help="print one JSON summary object")
+    sm.add_argument("--plot", metavar="FILE.png", help="plot convergence and bandwidth")
     return p
 
 
@@ -176,6 +204,61 @@ async def _lookup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    from chisme.sim import SimConfig, simulate  # noqa: PLC0415 (only this command needs it)
+
+    cfg = SimConfig(
+        nodes=args.nodes, keys=args.keys, providers_per_key=args.providers_per_key,
+        refresh_s=args.refresh_s, ttl_s=args.ttl_s, announce_rate=args.announce_rate,
+        duration_s=args.duration_s, warmup_s=args.warmup_s, settle_s=args.settle_s,
+        loss=args.loss, kill=args.kill,
+        kill_at_s=args.kill_at_s, partition_s=args.partition_s,
+        partition_at_s=args.partition_at_s, protocol=args.protocol, v1_peers=args.v1_peers,
+        sweep_interval_s=args.sweep_interval_s, seed=args.seed, verify_codec=args.verify_codec,
+    )
+    bar = _ProgressBar() if sys.stderr.isatty() else None
+    try:
+        sim = simulate(cfg, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    summary = sim.summary()
+    if args.plot:
+        sim.plot(args.plot)
+    if args.json:
+        sys.stdout.write(msgspec.json.encode(summary).decode() + "\n")
+        return 0
+    for key, value in summary.items():
+        if key == "by_kind":
+            continue
+        shown = value
+        if isinstance(value, dict):
+            shown = "  ".join(f"{k} {v}" for k, v in value.items())
+        print(f"{key:28} {shown}")
+    return 0
+
+
+class _ProgressBar:
+    """One line on stderr (a terminal only): phase, percentage, wall seconds."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    def __call__(self, phase: str, fraction: float) -> None:
+        width = 30
+        done = int(width * min(1.0, fraction))
+        elapsed = time.monotonic() - self.started
+        sys.stderr.write(
+            f"\r{phase:8} [{'#' * done}{'.' * (width - done)}] {100 * fraction:5.1f}% "
+            f"{elapsed:6.1f} s"
+        )
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
 def _setup_logging(level: str, debug: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if debug else getattr(logging, level.upper(), logging.INFO),
@@ -213,6 +296,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(_lookup(args)) or 0
         if args.command == "members":
             return _run(_members(args)) or 0
+        if args.command == "simulate":
+            return _simulate(args)
         raise ConfigError(f"unknown command {args.command}")
     except ConfigError as e:
         print(f"chisme: error: {e}", file=sys.stderr)
