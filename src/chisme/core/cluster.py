@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 from chisme.core.gossip import GossipConfig, Out, Replicator, origin_id
 from chisme.core.membership import (
+    NEVER_NS,
     Member,
     MemberEvent,
     Membership,
@@ -92,12 +93,16 @@ class ClusterEngine:
         self._dropped = 0
         self._next_lease_ns = 0
         self._met: dict[str, int] = {}  # unknown member id -> when we may ask it again
+        self._next_join_ns = NEVER_NS  # while nobody answered our join: when to ask again
+        self._join_backoff_ns = config.swim.probe_interval_ns
         self.events: list[MemberEvent] = []  # drained by the shell (logs, metrics)
 
     # -- driving ----------------------------------------------------------------------
 
     def start(self, wall_ns: int, mono_ns: int) -> list[Out]:
-        """Join through the seeds."""
+        """Join through the seeds (again, backing off, until one answers)."""
+        if self.membership.seeds:
+            self._next_join_ns = mono_ns + self._join_backoff_ns
         return self._outs(self.membership.join(mono_ns))
 
     def next_deadline_ns(self) -> int:
@@ -106,11 +111,14 @@ class ClusterEngine:
             self.membership.next_deadline_ns(),
             self._next_lease_ns,
             self.replicator.next_deadline_ns(),
+            self._next_join_ns,
         )
 
     def tick(self, wall_ns: int, mono_ns: int) -> list[Out]:
         out = self._outs(self.membership.tick(mono_ns))
         self._take_events()
+        if mono_ns >= self._next_join_ns:
+            out.extend(self._retry_join(mono_ns))
         if mono_ns >= self._next_lease_ns:
             # a lease lasts one TTL from its renewal: renewing only every TTL (or less often)
             # let a live origin's records lapse between two renewals (ttl_s <= 1 s)
@@ -147,6 +155,21 @@ class ClusterEngine:
             Out(s.to_addr, SwimPacket(s.msg, s.piggyback), isinstance(s.msg, PushPull))
             for s in sends
         ]
+
+    def _retry_join(self, mono_ns: int) -> list[Out]:
+        """Nobody answered our join yet (a seed down, or started after us): ask the seeds
+        again after 1, 2, 4 ... probe intervals, up to the reconnect interval. Left to the
+        periodic seed reconnect alone, a node started a moment before its seed stayed alone
+        for up to ``reconnect_interval_ns`` (10 s local, 30 s lan); Serf's retry_join waits 30 s.
+        """
+        m = self.membership
+        if m.num_members() > 1 or m.has_left:
+            self._next_join_ns = NEVER_NS  # joined: reconnects and push/pull take over
+            return []
+        cap = max(m.config.reconnect_interval_ns, m.config.probe_interval_ns)
+        self._join_backoff_ns = min(2 * self._join_backoff_ns, cap)
+        self._next_join_ns = mono_ns + self._join_backoff_ns
+        return self._outs(m.join(mono_ns))
 
     def _meet(self, msg: Message, mono_ns: int) -> list[Out]:
         """A member we never heard of probes us: we missed every copy of its join.
