@@ -162,6 +162,21 @@ def _bind_pair(stack: contextlib.ExitStack) -> tuple[socket.socket, socket.socke
     pytest.skip("no free TCP+UDP port pair")
 
 
+async def test_a_node_started_before_its_seed_joins_when_the_seed_comes_up(
+    start: Start, wait_until: WaitUntil
+) -> None:
+    """Processes of a cluster start in any order: a join nobody answered is retried (1 s,
+    then backing off), not left to the seed reconnect every 10-30 s."""
+    with contextlib.ExitStack() as stack:
+        _, _, port = _bind_pair(stack)
+    seed_addr = f"127.0.0.1:{port}"
+    early = await start(peers=(seed_addr,))
+    assert early.fanout_peers == []
+    seed = await start(listen=seed_addr)
+    await timed(wait_until, lambda: all_alive([early, seed]),
+                "a node started before its seed: joined")
+
+
 async def test_a_node_of_another_cluster_is_refused_and_does_not_join(
     start: Start, wait_until: WaitUntil
 ) -> None:
