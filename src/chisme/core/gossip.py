@@ -163,6 +163,16 @@ def record_size(info_hash: str, rec: Record) -> int:
     return len(info_hash) + len(rec.addr) + len(rec.peer_id) + 32
 
 
+def _newer_version(mine: Record, theirs: Record | None) -> bool:
+    """Whether a peer that holds ``theirs`` lacks ``mine``: another origin version that wins
+    the merge order (the same version with an older stamp is the same replica)."""
+    if theirs is None:
+        return True
+    if (mine.origin, mine.version) == (theirs.origin, theirs.version):
+        return False
+    return order_key(mine) > order_key(theirs)
+
+
 class Digest:
     """Two-level XOR digest of the replicated records, kept incrementally."""
 
@@ -336,9 +346,7 @@ class Replicator:
             self._syncs.pop(msg.sync_id, None)
             mine, _ = self._records_of(msg.buckets, now_ns)
             lacking = tuple(
-                (ih, r)
-                for ih, r in mine
-                if (ih, r.addr) not in theirs or order_key(r) > order_key(theirs[ih, r.addr])
+                (ih, r) for ih, r in mine if _newer_version(r, theirs.get((ih, r.addr)))
             )
             counters = self._counters_of(mine)
             if not lacking and not counters:
@@ -366,11 +374,19 @@ class Replicator:
                     self.store.remove(info_hash, rec.addr, now_ns)
                 ignored += 1
                 continue
+            held = self.store.get(info_hash, rec.addr)
             result = self.store.merge(info_hash, (rec,), now_ns, clamp=False)
             inserted += result.inserted
             replaced += result.replaced
             ignored += result.ignored
-            if result.changed:
+            if result.changed and (
+                result.inserted
+                or held is None
+                or (held.origin, held.version) != (rec.origin, rec.version)
+            ):
+                # a newer stamp of the same origin version is the origin's silent refresh:
+                # keep it, but rumoring it would make every refresh cost cluster-wide traffic
+                # again (a Delta from the origin carries its fresh stamps)
                 self.publish((info_hash, r) for r in result.changed)
         if self.on_merged is not None:
             self.on_merged(inserted, replaced, ignored)
