@@ -292,3 +292,30 @@ def test_plot_writes_a_png(tmp_path: Any) -> None:
     path = tmp_path / "sim.png"
     sim.plot(str(path))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_refresh_is_never_rumored_even_when_a_delta_carries_its_fresh_stamp() -> None:
+    """Anti-entropy Deltas from a record's origin carry its refreshed stamp; a replica keeps
+    the fresher stamp but must not rumor it (the same origin version), or every refresh
+    would cost cluster-wide traffic again."""
+    sim = Simulation(replace(SMALL, nodes=30, keys=1000, duration_s=40, announce_rate=3))
+    republished: list[tuple[str, int]] = []
+    for node in sim.nodes:
+        assert isinstance(node, _V2Node)
+        rep = node.engine.replicator
+        held = {(ih, r.addr, r.origin, r.version) for ih, r in node.store.iter_all()}
+        inner = rep.publish
+
+        def publish(changes: Any, rep: Any = rep, held: Any = held, inner: Any = inner) -> None:
+            changes = list(changes)
+            for ih, r in changes:
+                key = (ih, r.addr, r.origin, r.version)
+                if key in held:
+                    republished.append((ih, r.version))
+                held.add(key)
+            inner(changes)
+
+        rep.publish = publish  # type: ignore[method-assign]
+    sim.run()
+    assert sim.summary()["announces"] > 60
+    assert republished == []
