@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
 from chisme.core.gossip import Out
-from chisme.errors import ChismeError, WireError
+from chisme.errors import ChismeError, ConfigError, WireError
 from chisme.net.tcp import format_peer, split_host_port
 from chisme.wire import v2
 
@@ -45,6 +46,7 @@ class V2Transport:
         deliver: Deliver,
         spawn: Spawn,
         count: Callable[[str, str, int], None] | None = None,
+        max_streams: int = 1024,
     ) -> None:
         self.cluster = cluster
         self.tag = v2.cluster_tag(cluster)
@@ -56,27 +58,40 @@ class V2Transport:
         self.deliver = deliver
         self.spawn = spawn
         self.count = count or (lambda direction, kind, n: None)
+        self.max_streams = max_streams  # inbound streams at once (the node port's own cap
+        # stops counting a connection once it is handed over to v2)
         self._udp: asyncio.DatagramTransport | None = None
-        self._streams: dict[str, _Stream] = {}
+        self._streams: dict[str, _Stream] = {}  # peer addr -> the stream we send it on
+        self._open: set[_Stream] = set()  # every stream, registered or not (closed on close)
+        self.inbound = 0
         self._dialing: dict[str, deque[bytes]] = {}
         self._closed = False
 
     # -- lifecycle --------------------------------------------------------------------
 
     async def start_udp(self, host: str, port: int) -> None:
+        """Bind the UDP side of the node port; a port taken is a ConfigError, as for TCP."""
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Datagrams(self), local_addr=(host, port), reuse_port=False
-        )
+        try:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _Datagrams(self), local_addr=(host, port), reuse_port=False
+            )
+        except OSError as e:
+            why = os.strerror(e.errno) if e.errno else str(e)
+            raise ConfigError(f"cannot bind UDP {host}:{port} (v2 datagrams): {why}") from e
         self._udp = transport
 
     async def close(self) -> None:
+        """Close the UDP socket and every stream: registered, duplicate or mid-handshake
+        (closing only the registered ones left the others open after the node stopped)."""
         self._closed = True
         if self._udp is not None:
             self._udp.close()
-        for stream in list(self._streams.values()):
+        for stream in list(self._open):
             stream.close()
+        self._open.clear()
         self._streams.clear()
+        self._dialing.clear()
 
     # -- sending ------------------------------------------------------------------------
 
@@ -120,6 +135,9 @@ class V2Transport:
                     lambda: _Stream(self, outbound=True), host, port
                 )
             stream = proto
+            if self._closed:  # closed while we dialed
+                stream.close()
+                return
             self._streams[to] = stream
             stream.peer_addr = to
             pending = self._dialing.pop(to, deque())
@@ -139,6 +157,14 @@ class V2Transport:
     def upgrade(self, transport: asyncio.Transport, data: bytes) -> asyncio.Protocol:
         """Take over an inbound connection of the node port whose first bytes are v2."""
         stream = _Stream(self, outbound=False)
+        if self._closed or self.inbound >= self.max_streams:
+            self.count("drop", "too_many_streams", 1)
+            with contextlib.suppress(ChismeError):
+                transport.write(v2.encode_frame(v2.Error("too many v2 streams")))
+            transport.close()
+            return stream  # never opened: it ignores whatever still arrives
+        self.inbound += 1
+        stream.counted = True
         stream.connection_made(transport)
         stream.data_received(data)
         return stream
@@ -155,6 +181,10 @@ class V2Transport:
                 self._streams[hello.addr] = stream
 
     def forget(self, stream: _Stream) -> None:
+        self._open.discard(stream)
+        if stream.counted:
+            stream.counted = False
+            self.inbound -= 1
         if stream.peer_addr and self._streams.get(stream.peer_addr) is stream:
             del self._streams[stream.peer_addr]
 
@@ -192,11 +222,13 @@ class _Stream(asyncio.Protocol):
         self.peer_addr = ""
         self.greeted = False
         self.open = False
+        self.counted = False  # holds one of the owner's inbound slots
         self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.open = True
+        self.owner._open.add(self)
         if self.outbound:
             self.transport.write(v2.PREFACE + v2.encode_frame(self.owner.hello))
         else:
