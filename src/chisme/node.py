@@ -312,6 +312,7 @@ class Node:
             deliver=self._v2_deliver,
             spawn=self.spawn,
             count=self._v2_count,
+            max_streams=cfg.max_connections,
         )
         host, port = self.addresses["node"]
         await self._v2.start_udp(host, port)
