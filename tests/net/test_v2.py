@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from chisme import Client, Config, Node
+from chisme import Client, Config, ConfigError, Node
 from chisme.core import gossip as g
 from chisme.core import membership as m
 from chisme.core.cluster import SwimPacket
@@ -425,3 +425,66 @@ async def test_a_peer_restarted_on_its_port_is_reached_on_a_new_stream(
             await wait_until(lambda: len(ep.got) == 2, what="the new process's answer")
             src, reply = ep.got[1]
             assert src == addr and isinstance(reply, g.SyncGroups) and reply.sync_id == 2
+
+
+# -- bounds and shutdown ---------------------------------------------------------------------------
+
+
+async def test_inbound_streams_are_capped(v2node: V2Node, wait_until: WaitUntil) -> None:
+    """The node port's connection cap stops counting a connection handed over to v2: the
+    v2 side keeps its own (``max_connections`` inbound streams)."""
+    a = await v2node(max_connections=2)
+    async with raw_stream(a.node_address) as s1, raw_stream(a.node_address) as s2:
+        for i, s in enumerate((s1, s2)):
+            s.send(hello(addr=f"127.0.0.1:{20 + i}"))
+            assert isinstance(await s.next(), v2.Hello)
+        async with raw_stream(a.node_address) as s3:
+            s3.send(hello(addr="127.0.0.1:22"))
+            assert await s3.rest() == [v2.Error("too many v2 streams")]
+        assert drop_count(a, "too_many_streams") == 1
+        # v1 still has its slots
+        assert await Client(a.node_address).lookup(IH) == []
+        s1.close()
+        await wait_until(lambda: a._v2 is not None and a._v2.inbound == 1, what="a slot freed")
+        async with raw_stream(a.node_address) as s4:
+            s4.send(hello(addr="127.0.0.1:23"), g.SyncRoot(1, 0, 0))
+            assert isinstance(await s4.next(), v2.Hello)
+            assert await s4.next() == g.SyncOk(1)
+        s2.send(g.SyncRoot(2, 0, 0))
+        assert await s2.next() == g.SyncOk(2)
+
+
+async def test_a_stopped_node_closes_every_v2_stream(config: Callable[..., Config]) -> None:
+    """Registered, duplicate (a second stream claiming the same peer address) and
+    mid-handshake streams all see EOF when the node stops."""
+    async with Node(config(protocol="v2", api="")) as a:
+        first = await RawStream.open(a.node_address)
+        dup = await RawStream.open(a.node_address)
+        stalled = await RawStream.open(a.node_address)
+        try:
+            for s in (first, dup):
+                s.send(hello(addr="127.0.0.1:30"))
+                assert isinstance(await s.next(), v2.Hello)
+            assert isinstance(await stalled.next(), v2.Hello)  # its own hello never comes
+        except BaseException:
+            for s in (first, dup, stalled):
+                s.close()
+            raise
+    try:
+        for s in (first, dup, stalled):
+            assert await s.rest() in ([], [v2.Error("handshake timeout")])
+    finally:
+        for s in (first, dup, stalled):
+            s.close()
+
+
+async def test_a_udp_port_taken_is_a_config_error(config: Callable[..., Config]) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        node = Node(config(protocol="v2", api="", listen=f"127.0.0.1:{port}"))
+        with pytest.raises(ConfigError) as info:
+            await node.__aenter__()
+    if "UDP" not in str(info.value):
+        pytest.skip(f"TCP port {port} was not free either: {info.value}")
+    assert f"cannot bind UDP 127.0.0.1:{port}" in str(info.value)
