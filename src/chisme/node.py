@@ -474,7 +474,12 @@ class Node:
         local = self.store.live_records(info_hash, now)
         remote = await self._ask_peers(info_hash, self.config.lookup_timeout_s)
         cfg = self.config
-        merged = merge_answers([local, *remote], now, cfg.ttl_ns, cfg.max_clock_skew_ns, limit)
+        # v2: a replica's stamp is the origin's last *change* (refreshes cost no traffic) and
+        # the origin's lease keeps the record live; members answer with what their store holds
+        # live. A TTL cut on stamps here dropped every provider older than a TTL that was not
+        # held by its own origin (seen: a replica's overlay lookup returned nothing).
+        ttl_ns = cfg.ttl_ns if self.engine is None else 1 << 62
+        merged = merge_answers([local, *remote], now, ttl_ns, cfg.max_clock_skew_ns, limit)
         self.metrics.lookup_seconds.observe(time.perf_counter() - started)
         return [to_provider(r) for r in merged]
 
