@@ -699,6 +699,14 @@ class Node:
     ) -> TrackerAnswer:
         answers = await self._ask_peers(info_hash, self.config.tracker_lookup_timeout_s)
         now = self.clock()
+        if self.engine is not None:
+            # v2: replication brings these within a gossip round. A v1 copy (origin 0, the
+            # answering member's stamp) merged over a replicated record took it out of the
+            # digests (anti-entropy re-sent its bucket every sync) until the copy expired.
+            more = [r.addr for rs in answers for r in rs if not r.tombstone and r.addr != addr]
+            peers = list(dict.fromkeys([*peers, *more]))[:numwant]
+            c = self.store.counts(info_hash)
+            return TrackerAnswer(c.seeders, c.leechers, peers)
         for records in answers:  # what a peer knows is gossip we would get soon anyway
             self.store.merge(info_hash, records, now)
         peers = self.store.sample_peers(
