@@ -304,6 +304,63 @@ async def test_a_provider_that_stops_announcing_disappears_everywhere_after_the_
         assert P1 not in {p.addr for p in await n.lookup(IH)}
 
 
+async def test_a_replica_looks_up_a_provider_its_origin_keeps_alive(
+    start: Start, wait_until: WaitUntil
+) -> None:
+    """A provider that keeps announcing at its origin keeps its first stamp on replicas (its
+    refreshes cost no traffic); their overlay lookups must still return it after a TTL."""
+    ttl = 1.0
+    nodes = await cluster(start, 3, ttl_s=ttl, sweep_interval_s=0.05, lookup_fanout=0)
+    await wait_until(lambda: all_alive(nodes))
+    a, b = nodes[0], nodes[1]
+    await a.announce(IH, P1)
+    await wait_until(lambda: P1 in addrs(b))
+    held = b.store.get(IH, parse_addr(P1))
+    assert held is not None
+
+    async def refresh() -> None:
+        while True:
+            await a.announce(IH, P1)
+            await asyncio.sleep(ttl / 4)  # the client's announce interval
+
+    async with asyncio.TaskGroup() as tg:
+        refresher = tg.create_task(refresh())
+        await wait_until(lambda: time.time_ns() - held.last_seen_ns > 2 * ttl * 1e9,
+                         what="the replica's stamp to be two TTLs old")
+        assert b.store.get(IH, parse_addr(P1)) == held  # no refresh reached the replica
+        assert [p.addr for p in await b.lookup(IH)] == [P1]  # was [] (TTL cut on the stamp)
+        assert [p.addr for p in await Client(b.node_address).lookup(IH)] == [P1]
+        refresher.cancel()
+
+
+async def test_a_tracker_announce_completed_from_the_overlay_keeps_replicas_in_sync(
+    start: Start, wait_until: WaitUntil
+) -> None:
+    """A BitTorrent client's first announce at c asks members for peers; their answers must
+    not be written over c's replicated records (a v1 copy left c's digest different)."""
+    nodes = await cluster(start, 3)
+    await wait_until(lambda: all_alive(nodes))
+    a, c = nodes[0], nodes[2]
+    await a.announce(IH, P1)
+    await wait_until(lambda: all(P1 in addrs(n) for n in nodes))
+    first = c.store.get(IH, parse_addr(P1))
+    refreshed = await a.announce(IH, P1)  # a's stamp moves on; replicas keep theirs
+    assert first is not None and refreshed.last_seen_ns > first.last_seen_ns
+    answer = c.tracker_announce(IH, parse_addr(P3), b"-qB4650-abcdefghijkl", seeder=False,
+                                stopped=False, completed=False, numwant=50)
+    assert not isinstance(answer, tuple)  # c held fewer than numwant: it asked the members
+    got = await answer
+    assert parse_addr(P1) in got.peers
+    held = c.store.get(IH, parse_addr(P1))
+    assert held is not None and held.origin == origin_id(a.member_id)
+
+    def roots() -> set[int]:
+        return {n.engine.replicator.digest.root for n in nodes if n.engine is not None}
+
+    await wait_until(lambda: len(roots()) == 1 and all(P3 in addrs(n) for n in nodes),
+                     what="identical digests on every node")
+
+
 async def test_records_of_a_member_that_left_expire_everywhere(
     start: Start, wait_until: WaitUntil
 ) -> None:
