@@ -36,8 +36,13 @@ class ManualClock:
 
 
 def local_config(**overrides: Any) -> Config:
-    """The ``local`` profile on free loopback ports, BitTorrent front ends off."""
+    """The ``local`` profile on free loopback ports, BitTorrent front ends off.
+
+    The seed design's v1 gossip (static peers, ``gossip_round``) unless a test asks for
+    ``protocol="v2"``: most tests here are about v1 behaviour and drive rounds by hand.
+    """
     base: dict[str, Any] = {
+        "protocol": "v1",
         "listen": "127.0.0.1:0",
         "api": "127.0.0.1:0",
         "tracker_http": "",

@@ -43,7 +43,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     max_records: int = 1_000_000
     sweep_interval_s: float = 1.0
     # node-to-node protocol
-    protocol: Protocol = "v1"
+    protocol: Protocol = "v2"  # v1: the seed's full push to static peers (still spoken)
     membership: Literal["local", "lan", "wan"] = "lan"  # SWIM timing profile (v2)
     gossip_interval_s: float = 8.0
     gossip_jitter: float = 0.1  # fraction of the interval, each way
