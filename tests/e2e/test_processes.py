@@ -287,16 +287,16 @@ async def test_five_processes_join_converge_detect_a_kill_and_take_it_back(
             views = await asyncio.gather(*(members(a) for a in addrs))
             return all(view(v) == everyone_alive for v in views)
 
-        await wait_for(rejoined, "the restarted process: alive everywhere", c.nodes)
-        log.info("(including process start-up: %.2f s)", time.monotonic() - t0)
-        for rows in await asyncio.gather(*(members_cli(a) for a in addrs)):
-            assert old_id not in {r.id for r in rows}  # its address now names the new process
-
         async def caught_up() -> bool:
             return (await lookup(victim.addr, IH), await lookup(victim.addr, IH2)) == (
                 want, {"[2001:db8::2]:51413"})
 
         await wait_for(caught_up, "the restarted process: caught up", c.nodes)
+        log.info("(caught up %.2f s after its restart)", time.monotonic() - t0)
+        await wait_for(rejoined, "the restarted process: alive everywhere", c.nodes)
+        log.info("(alive everywhere %.2f s after its restart)", time.monotonic() - t0)
+        for rows in await asyncio.gather(*(members_cli(a) for a in addrs)):
+            assert old_id not in {r.id for r in rows}  # its address now names the new process
         assert await lookup_cli(victim.addr, IH) == want
 
         # -- a kill and an immediate restart (before anyone noticed): the new process joins at
@@ -332,3 +332,22 @@ async def test_five_processes_join_converge_detect_a_kill_and_take_it_back(
         await wait_for(replicated, "an announce at the restarted process: everywhere", c.nodes)
         for n in c.nodes:
             assert n.running, f"{n.addr} died:\n{n.tail()}"
+
+        # -- SIGTERM: a graceful leave, seen as "left" (not dead) by the others ---------------
+        leaver = c.nodes[1]
+        leaver_rows = await members(leaver.addr)
+        assert leaver_rows is not None and leaver.proc is not None
+        leaver_id = next(r.id for r in leaver_rows if r.addr == leaver.addr)
+        leaver.proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(DEADLINE_S):
+            assert await leaver.proc.wait() == 0, leaver.tail()
+        stayers = [a for a in addrs if a != leaver.addr]
+
+        async def left_everywhere() -> bool:
+            views = await asyncio.gather(*(members(a) for a in stayers))
+            return all(
+                any(r.id == leaver_id and r.state == "left" for r in rows or [])
+                for rows in views
+            )
+
+        await wait_for(left_everywhere, "a SIGTERMed member: left everywhere", c.nodes)
