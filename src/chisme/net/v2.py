@@ -223,6 +223,7 @@ class _Stream(asyncio.Protocol):
         self.greeted = False
         self.open = False
         self.counted = False  # holds one of the owner's inbound slots
+        self.first = True  # no byte received yet
         self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -242,6 +243,11 @@ class _Stream(asyncio.Protocol):
         owner = self.owner
         owner.count("in", "frame", len(data))
         try:
+            first, self.first = self.first, False
+            if first and self.outbound and data[:1] in (b"{", b"["):
+                # its 4 first bytes would read as a length over the cap: say what it is
+                raise WireError("the peer answered in v1 JSON (a node of the original design "
+                                "or protocol v1: list it as a v1 peer, not a seed)")
             for msg in self.reader.feed(data):
                 if not self.greeted:
                     if not isinstance(msg, v2.Hello):
