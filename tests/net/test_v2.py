@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import struct
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -488,3 +489,16 @@ async def test_a_udp_port_taken_is_a_config_error(config: Callable[..., Config])
     if "UDP" not in str(info.value):
         pytest.skip(f"TCP port {port} was not free either: {info.value}")
     assert f"cannot bind UDP 127.0.0.1:{port}" in str(info.value)
+
+
+async def test_a_seed_that_speaks_only_v1_is_named_as_such(
+    config: Callable[..., Config], wait_until: WaitUntil, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A v2 dial to a node of the original design (or protocol v1) gets a v1 JSON error back:
+    the stream is dropped with a reason an operator can act on."""
+    async with Node(config(protocol="v1", api="")) as old, endpoint() as ep:
+        with caplog.at_level(logging.INFO, logger="chisme.v2"):
+            ep.send(old.node_address, g.SyncRoot(1, 0, 0))
+            await wait_until(lambda: ep.counts.get(("drop", "bad_frame")) == 1)
+        assert "answered in v1 JSON" in caplog.text
+        assert ep.got == []
