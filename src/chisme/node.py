@@ -41,7 +41,7 @@ from chisme.frontends.http_tracker import HttpTracker
 from chisme.frontends.udp_tracker import UdpTracker
 from chisme.metrics import Metrics
 from chisme.net import tcp
-from chisme.net.v2 import V2Transport
+from chisme.net.v2 import V2Transport, udp_port_free
 from chisme.tracker.access import AccessList, parse_hash_list
 from chisme.wire import v1, v2
 
@@ -167,6 +167,12 @@ class Node:
         )
         host, port = tcp.split_host_port(cfg.listen)
         self.addresses["node"] = await server.start(host, port)
+        # port 0 in v2: the OS chose a free TCP port, but its UDP twin may be taken
+        for _ in range(20 if cfg.protocol == "v2" and port == 0 else 0):
+            if udp_port_free(*self.addresses["node"]):
+                break
+            await server.close()
+            self.addresses["node"] = await server.start(host, port)
         self._closers.append(server.close)
         if cfg.protocol == "v2":
             await self._start_v2()

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, cast
@@ -29,6 +30,18 @@ Spawn = Callable[[Coroutine[Any, Any, None]], object]
 
 _MAX_PENDING = 512  # frames waiting for a dial to finish, per peer
 _MAX_BUFFERED = 4 << 20  # bytes queued on one stream before we drop (a stalled peer)
+
+
+def udp_port_free(host: str, port: int) -> bool:
+    """Whether UDP ``host:port`` can be bound now (a v2 node port is TCP and UDP on one
+    number: after the OS chose a free TCP port for port 0, its UDP twin may be taken)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        with socket.socket(infos[0][0], socket.SOCK_DGRAM) as s:
+            s.bind(infos[0][4])
+    except OSError:
+        return False
+    return True
 
 
 class V2Transport:
