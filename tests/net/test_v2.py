@@ -27,7 +27,7 @@ from chisme.core.gossip import Out
 from chisme.core.keys import parse_addr
 from chisme.core.records import Record
 from chisme.net import tcp
-from chisme.net.v2 import V2Transport
+from chisme.net.v2 import V2Transport, udp_port_free
 from chisme.wire import v1, v2
 
 if TYPE_CHECKING:
@@ -502,3 +502,40 @@ async def test_a_seed_that_speaks_only_v1_is_named_as_such(
             await wait_until(lambda: ep.counts.get(("drop", "bad_frame")) == 1)
         assert "answered in v1 JSON" in caplog.text
         assert ep.got == []
+
+
+def test_udp_port_free() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        assert not udp_port_free("127.0.0.1", port)
+    assert udp_port_free("127.0.0.1", port)  # released
+
+
+async def test_port_0_is_chosen_again_when_its_udp_twin_is_taken(
+    config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The OS picks a free TCP port for port 0; when UDP on that number is taken, the node
+    lets go of it and asks again instead of failing to start (a rare, random failure)."""
+    import chisme.node  # noqa: PLC0415
+
+    tried: list[int] = []
+
+    def first_taken(host: str, port: int) -> bool:
+        tried.append(port)
+        return len(tried) > 1 and udp_port_free(host, port)
+
+    monkeypatch.setattr(chisme.node, "udp_port_free", first_taken)
+    async with Node(config(protocol="v2", api="")) as a:
+        assert len(tried) >= 2
+        assert a.addresses["node"][1] == tried[-1]
+        async with raw_stream(a.node_address) as s:  # TCP and UDP on the final number
+            s.send(hello(), g.SyncRoot(1, 0, 0))
+            assert isinstance(await s.next(), v2.Hello)
+            assert await s.next() == g.SyncOk(1)
+        async with udp_socket() as (udp, inbox, me):
+            ping = SwimPacket(m.Ping(3, a.member_id, RAW_ID, me), ())
+            udp.sendto(v2.encode_datagram(v2.cluster_tag("chisme"), ping), a.addresses["node"])
+            async with asyncio.timeout(DEADLINE_S):
+                data, _ = await inbox.queue.get()
+            assert isinstance(v2.decode_datagram(v2.cluster_tag("chisme"), data), SwimPacket)
