@@ -327,10 +327,13 @@ async def test_a_replica_looks_up_a_provider_its_origin_keeps_alive(
         refresher = tg.create_task(refresh())
         await wait_until(lambda: time.time_ns() - held.last_seen_ns > 2 * ttl * 1e9,
                          what="the replica's stamp to be two TTLs old")
-        assert b.store.get(IH, parse_addr(P1)) == held  # no refresh reached the replica
-        assert [p.addr for p in await b.lookup(IH)] == [P1]  # was [] (TTL cut on the stamp)
-        assert [p.addr for p in await Client(b.node_address).lookup(IH)] == [P1]
+        still = b.store.get(IH, parse_addr(P1))
+        overlay = [p.addr for p in await b.lookup(IH)]
+        v1_reply = [p.addr for p in await Client(b.node_address).lookup(IH)]
         refresher.cancel()
+    assert still == held  # no refresh reached the replica
+    assert overlay == [P1]  # was [] (a TTL cut on the stamp)
+    assert v1_reply == [P1]
 
 
 async def test_a_tracker_announce_completed_from_the_overlay_keeps_replicas_in_sync(
@@ -442,6 +445,37 @@ async def test_a_v1_node_announce_and_gossip_are_adopted_and_replicated(
     await tcp.send_message(a.node_address, gossip, DEADLINE_S)
     await wait_until(lambda: a.metrics.messages_in.labels("v1", "gossip")._value.get() == 2)
     assert a.store.get(IH2, parse_addr(P2)) == version
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "open: v1 output of a v2 replica (v1_peers gossip, v1 lookup replies) carries the origin's "
+    "last-change stamp, so a node of the original design drops a provider that keeps "
+    "announcing at another v2 node one TTL after its first announce; presenting a lease-based "
+    "stamp needs adopt (store.merge) to stop taking over re-gossiped replicated records"))
+async def test_a_v1_peer_of_a_replica_keeps_a_provider_its_origin_keeps_alive(
+    start: Start, wait_until: WaitUntil
+) -> None:
+    ttl = 1.0
+    async with Node(v2_config(protocol="v1", ttl_s=ttl, gossip_interval_s=0.1)) as old:
+        a = await start(ttl_s=ttl)
+        b = await start(ttl_s=ttl, peers=(a.node_address,), v1_peers=(old.node_address,),
+                        gossip_interval_s=0.1)
+        await wait_until(lambda: all_alive([a, b]))
+        first = await a.announce(IH, P1)
+
+        async def refresh() -> None:
+            while True:
+                await a.announce(IH, P1)
+                await asyncio.sleep(ttl / 4)  # the client's announce interval
+
+        async with asyncio.TaskGroup() as tg:
+            refresher = tg.create_task(refresh())
+            await wait_until(lambda: P1 in addrs(old), what="b's v1 gossip to reach old")
+            await wait_until(lambda: time.time_ns() - first.last_seen_ns > 3 * ttl * 1e9)
+            at_b, at_old = addrs(b), addrs(old)
+            refresher.cancel()
+        assert P1 in at_b
+        assert P1 in at_old
 
 
 async def test_v1_lookups_answer_on_v2_nodes(start: Start, wait_until: WaitUntil) -> None:
