@@ -319,3 +319,24 @@ def test_a_refresh_is_never_rumored_even_when_a_delta_carries_its_fresh_stamp() 
     sim.run()
     assert sim.summary()["announces"] > 60
     assert republished == []
+
+
+def test_the_lease_holders_follow_membership_through_suspicions_and_deaths() -> None:
+    """ClusterEngine keeps its live-origin set from membership events: after a lossy run
+    with kills (many suspect/alive events, deaths) it equals a scan of the member table."""
+    from chisme.core.gossip import origin_id  # noqa: PLC0415
+    from chisme.core.membership import MemberState  # noqa: PLC0415
+
+    sim = simulate(replace(SMALL, nodes=30, keys=10, duration_s=40, kill=3, loss=0.2))
+    for i, node in enumerate(sim.nodes):
+        if i in sim.killed:
+            continue
+        assert isinstance(node, _V2Node)
+        engine = node.engine
+        scan = {
+            origin_id(m.node_id)
+            for m in engine.members()
+            if m.state in (MemberState.ALIVE, MemberState.SUSPECT)
+        }
+        assert set(engine._live_origins()) == scan
+        assert len(scan) == 27
