@@ -512,8 +512,8 @@ class Simulation:
         for i, node in enumerate(self.nodes):
             if isinstance(node, _V2Node):
                 net.set_timer(i, 0)  # the first tick starts its timers, staggered
-            else:
-                net.set_timer(i, node.next_round_ns())
+            else:  # nodes started at different times: rounds at a random phase
+                net.set_timer(i, int(node.rng.random() * cfg.v1_interval_s * S))
             phase = int(self.work_rng.random() * cfg.sweep_interval_s * S)
             net.call_at(phase, self._sweeper(i))
         net.call_at(0, self._refresh)
