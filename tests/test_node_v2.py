@@ -447,11 +447,6 @@ async def test_a_v1_node_announce_and_gossip_are_adopted_and_replicated(
     assert a.store.get(IH2, parse_addr(P2)) == version
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "open: v1 output of a v2 replica (v1_peers gossip, v1 lookup replies) carries the origin's "
-    "last-change stamp, so a node of the original design drops a provider that keeps "
-    "announcing at another v2 node one TTL after its first announce; presenting a lease-based "
-    "stamp needs adopt (store.merge) to stop taking over re-gossiped replicated records"))
 async def test_a_v1_peer_of_a_replica_keeps_a_provider_its_origin_keeps_alive(
     start: Start, wait_until: WaitUntil
 ) -> None:

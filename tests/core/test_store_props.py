@@ -309,8 +309,15 @@ class StoreModel(RuleBasedStateMachine):
 
     @rule(key=st.sampled_from(KEYS), limit=st.integers(-1, 8))
     def lookup(self, key: str, limit: int) -> None:
+        def presented(r: Record) -> Record:
+            # a record alive on its origin's lease shows the lease's last renewal if fresher
+            lease = self.leases.get(r.origin, 0) if r.origin else 0
+            if lease >= self.now and lease - TTL > r.last_seen_ns:
+                return r._replace(last_seen_ns=lease - TTL)
+            return r
+
         live = sorted(
-            (r for (k, _), r in self._view().items() if k == key and not r.tombstone),
+            (presented(r) for (k, _), r in self._view().items() if k == key and not r.tombstone),
             key=lookup_rank,
             reverse=True,
         )

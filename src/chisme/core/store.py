@@ -321,6 +321,13 @@ class Store:
     def drop_lease(self, origin: int) -> None:
         self._leases.pop(origin, None)
 
+    def _leased(self, rec: Record, now_ns: int) -> bool:
+        """A live record of another member whose lease keeps it alive."""
+        o = rec.origin
+        if rec.flags & FLAG_TOMBSTONE or o in (0, self.local_origin):
+            return False
+        return self._leases.get(o, 0) >= now_ns
+
     def _alive(self, seen: int, origin: int, cutoff: int, now_ns: int) -> bool:
         return seen >= cutoff or (origin != 0 and self._leases.get(origin, 0) >= now_ns)
 
@@ -452,7 +459,11 @@ class Store:
             if adopt and self.local_origin:
                 rec = rec._replace(origin=self.local_origin, version=0)
                 held = self.get(info_hash, rec.addr)
-                if held is not None and order_key(held)[:4] >= order_key(rec)[:4]:
+                if held is not None and (
+                    order_key(held)[:4] >= order_key(rec)[:4] or self._leased(held, now_ns)
+                ):
+                    # unchanged, or live on another member's lease: a v1 peer echoing what
+                    # this cluster told it must not take the record over
                     ignored += 1
                     continue
                 rec = rec._replace(version=self._next_version())
@@ -703,10 +714,17 @@ class Store:
 
         Ordered by :func:`lookup_rank`, a total order: replicas that hold the same records
         give the same answer, whatever order the records arrived in.
+
+        A record held on another member's lease (v2) is presented stamped at the lease's
+        last renewal when that is fresher than its origin's last change: the origin does not
+        send refreshes, so its last-change stamp says nothing about liveness, and a reader of
+        the stamp (a v1 peer filtering by its TTL, a human) must see a live provider as live.
         """
         swarm = self._swarms.get(info_hash)
         if swarm is None:
             return []
+        if self._leases:
+            return self._leased_records(swarm, now_ns, limit)
         cutoff = now_ns - self.ttl_ns
         seen = swarm.seen
         n = len(seen)
@@ -729,6 +747,23 @@ class Store:
             live = top[:k]
         recs = sorted((swarm.record(i) for i in live), key=lookup_rank, reverse=True)
         return recs[:limit] if limit > 0 else recs
+
+    def _leased_records(self, swarm: Swarm, now_ns: int, limit: int) -> list[Record]:
+        cutoff = now_ns - self.ttl_ns
+        leases, mine, ttl = self._leases, self.local_origin, self.ttl_ns
+        out: list[Record] = []
+        for i in range(len(swarm)):
+            rec = swarm.record(i)
+            seen, o = rec.last_seen_ns, rec.origin
+            lease = leases.get(o, 0) if o and o != mine else 0
+            if lease >= now_ns:
+                if lease - ttl > seen:
+                    rec = rec._replace(last_seen_ns=lease - ttl)
+            elif seen < cutoff:
+                continue
+            out.append(rec)
+        out.sort(key=lookup_rank, reverse=True)
+        return out[:limit] if limit > 0 else out
 
     def tombstones(self, info_hash: str, now_ns: int) -> list[Record]:
         """Unexpired tombstones of a key (for gossip between chisme nodes)."""
