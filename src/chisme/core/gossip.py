@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import random
+import struct
+import zlib
 from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -142,20 +144,24 @@ def origin_id(member_id: str) -> int:
 
 
 def bucket_of(info_hash: str) -> int:
-    digest = hashlib.blake2b(info_hash.encode(), digest_size=2).digest()
-    return int.from_bytes(digest, "big") % BUCKETS
+    """The digest bucket of a key: every record of a key is in one bucket. CRC-32 (in C,
+    the same on every node) spreads keys well enough; the record hash below is the strong one.
+    """
+    return zlib.crc32(info_hash.encode()) % BUCKETS
+
+
+_IDS = struct.Struct(">IQ")
 
 
 def record_hash(info_hash: str, rec: Record) -> int:
-    """What two replicas must agree on for a record: its identity and origin version."""
+    """What two replicas must agree on for a record: its identity and origin version.
+
+    BLAKE2b, not a CRC: the digest XORs record hashes, and a linear hash would let different
+    sets of records XOR to the same value.
+    """
     addr = rec.addr if isinstance(rec.addr, bytes) else rec.addr.encode()
-    h = hashlib.blake2b(digest_size=8)
-    h.update(info_hash.encode())
-    h.update(b"\x00")
-    h.update(addr)
-    h.update(rec.origin.to_bytes(8, "big"))
-    h.update(rec.version.to_bytes(8, "big"))
-    return int.from_bytes(h.digest(), "big")
+    data = b"".join((info_hash.encode(), b"\x00", addr, _IDS.pack(rec.origin, rec.version)))
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
 
 
 def record_size(info_hash: str, rec: Record) -> int:
