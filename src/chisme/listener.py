@@ -24,3 +24,25 @@ async def listen_tcp(
         raise ConfigError(f"cannot listen on {host}:{port}: {why}") from e
     sockname = server.sockets[0].getsockname()
     return server, (sockname[0], sockname[1])
+
+
+class TcpListener:
+    """A server that owns one TCP listener: subclasses say which protocol serves a connection."""
+
+    backlog = 1024
+    _server: asyncio.Server | None = None
+
+    def connection(self) -> asyncio.Protocol:
+        """The protocol object for one new connection."""
+        raise NotImplementedError
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        """Listen; a port in use or an address not on this host is a ConfigError."""
+        self._server, bound = await listen_tcp(self.connection, host, port, backlog=self.backlog)
+        return bound
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None

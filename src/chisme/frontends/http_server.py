@@ -21,7 +21,7 @@ from typing import Any, cast
 
 import httptools
 
-from chisme.listener import listen_tcp
+from chisme.listener import TcpListener
 
 log = logging.getLogger("chisme.http")
 
@@ -94,8 +94,10 @@ def render(resp: Response, keep_alive: bool) -> bytes:
     return b"".join(head)
 
 
-class HttpServer:
+class HttpServer(TcpListener):
     """Serves one handler on one listening socket."""
+
+    backlog = 2048
 
     def __init__(
         self,
@@ -111,20 +113,9 @@ class HttpServer:
         self.on_error = on_error
         self.error_response = error_response
         self.active = 0
-        self._server: asyncio.Server | None = None
 
-    async def start(self, host: str, port: int) -> tuple[str, int]:
-        """Listen; a port in use or an address not on this host is a ConfigError."""
-        self._server, bound = await listen_tcp(
-            lambda: _HttpConnection(self), host, port, backlog=2048
-        )
-        return bound
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+    def connection(self) -> asyncio.Protocol:
+        return _HttpConnection(self)
 
 
 class _HttpConnection(asyncio.Protocol):

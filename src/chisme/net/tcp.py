@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Protocol, cast
 
 from chisme.errors import ChismeError, PeerTimeout, PeerUnreachable, WireError
-from chisme.listener import listen_tcp
+from chisme.listener import TcpListener
 from chisme.wire.framing import JsonValueScanner
 from chisme.wire.v1 import Message, V1Reader, encode_error
 
@@ -47,7 +47,7 @@ def format_peer(peername: object) -> str:
     return "?"
 
 
-class NodePortServer:
+class NodePortServer(TcpListener):
     """Serves v1 on a TCP port; hands connections that start with a v2 magic to ``upgrade``."""
 
     def __init__(
@@ -67,20 +67,9 @@ class NodePortServer:
         self.v2_magic = v2_magic
         self.upgrade = upgrade
         self.active = 0
-        self._server: asyncio.Server | None = None
 
-    async def start(self, host: str, port: int) -> tuple[str, int]:
-        """Listen; a port in use or an address not on this host is a ConfigError."""
-        self._server, bound = await listen_tcp(
-            lambda: _V1Connection(self), host, port, backlog=1024
-        )
-        return bound
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+    def connection(self) -> asyncio.Protocol:
+        return _V1Connection(self)
 
 
 class _V1Connection(asyncio.Protocol):
