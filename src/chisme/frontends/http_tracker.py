@@ -229,21 +229,11 @@ class HttpTracker:
         self._announce_ok.inc()
         info_hash = a.info_hash.hex()
         addr = ip + a.port.to_bytes(2, "big")
-        event = a.event
-        seeder = a.left == 0
         answer: PeerAnswer | Awaitable[PeerAnswer]
         if self.overlay_inflight >= MAX_OVERLAY_INFLIGHT:
             answer = self._local(info_hash, addr, a, numwant)
         else:
-            answer = self.service.tracker_announce(
-                info_hash,
-                addr,
-                a.peer_id,
-                seeder=seeder,
-                stopped=event is Event.STOPPED,
-                completed=event is Event.COMPLETED,
-                numwant=numwant,
-            )
+            answer = apply_announce(self.service, info_hash, addr, a, numwant)
         if isinstance(answer, Awaitable):
             self.overlay_inflight += 1
             self._overlay_awaited.inc()
@@ -326,21 +316,30 @@ def _is_hex40(key: str) -> bool:
     return key.islower() or key.isdigit()
 
 
+def apply_announce(
+    service: TrackerService, info_hash: str, addr: AddrKey, a: AnnounceRequest, numwant: int
+) -> PeerAnswer | Awaitable[PeerAnswer]:
+    """Hand one parsed announce (HTTP or UDP) to the node."""
+    event = a.event
+    return service.tracker_announce(
+        info_hash,
+        addr,
+        a.peer_id,
+        seeder=a.left == 0,
+        stopped=event is Event.STOPPED,
+        completed=event is Event.COMPLETED,
+        numwant=numwant,
+    )
+
+
 def answer_locally(
     service: TrackerService, info_hash: str, addr: AddrKey, a: AnnounceRequest, numwant: int
 ) -> PeerAnswer:
     """Apply an announce with no overlay completion and answer from the local store."""
     seeder = a.left == 0
     stopped = a.event is Event.STOPPED
-    answer = service.tracker_announce(
-        info_hash,
-        addr,
-        a.peer_id,
-        seeder=seeder,
-        stopped=stopped,
-        completed=a.event is Event.COMPLETED,
-        numwant=0,  # nothing wanted, so the node never starts an overlay lookup
-    )
+    # nothing wanted (numwant 0), so the node never starts an overlay lookup
+    answer = apply_announce(service, info_hash, addr, a, 0)
     if isinstance(answer, Awaitable):  # not with numwant=0, but never leave one unawaited
         close_awaitable(answer)
     return service.tracker_peers(info_hash, addr, seeder=seeder, numwant=0 if stopped else numwant)

@@ -40,12 +40,13 @@ from chisme.frontends.http_tracker import (
     PeerAnswer,
     TrackerService,
     answer_locally,
+    apply_announce,
     close_awaitable,
 )
 from chisme.metrics import Metrics
 from chisme.tracker.access import AccessList
 from chisme.tracker.connid import ConnectionIds
-from chisme.tracker.types import DEFAULT_NUMWANT, Event
+from chisme.tracker.types import DEFAULT_NUMWANT
 from chisme.tracker.udp import (
     ANNOUNCE,
     MAX_PEERS_V6,
@@ -254,21 +255,11 @@ class UdpTracker(asyncio.DatagramProtocol):
         self._announce_ok.inc()
         info_hash = a.info_hash.hex()
         key = ip + data[96:98]  # BEP 15: the port, big-endian at offset 96, as in a compact key
-        event = a.event
-        seeder = a.left == 0
         if self.overlay_inflight >= MAX_OVERLAY_INFLIGHT:
             self._overlay_over_cap.inc()
             self._reply(answer_locally(self.service, info_hash, key, a, numwant), tid, v6, addr)
             return
-        answer = self.service.tracker_announce(
-            info_hash,
-            key,
-            a.peer_id,
-            seeder=seeder,
-            stopped=event is Event.STOPPED,
-            completed=event is Event.COMPLETED,
-            numwant=numwant,
-        )
+        answer = apply_announce(self.service, info_hash, key, a, numwant)
         if isinstance(answer, Awaitable):
             self.overlay_inflight += 1
             self._overlay_awaited.inc()
