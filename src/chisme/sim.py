@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from chisme.core.cluster import ClusterConfig, ClusterEngine
-from chisme.core.gossip import Digest, Out, plan_full_push
+from chisme.core.gossip import Digest, Out, plan_full_push, record_hash
 from chisme.core.keys import AddrKey
 from chisme.core.membership import Alive, MemberEvent, MemberState, suspicion_timeout_ns
 from chisme.core.records import FLAG_TOMBSTONE, Record
@@ -145,10 +145,11 @@ def _node_addr(i: int) -> str:
 class _Spread:
     """One new announce on its way to every live node."""
 
-    __slots__ = ("have", "need99", "need100", "t0", "t99", "t100")
+    __slots__ = ("h", "have", "need99", "need100", "t0", "t99", "t100")
 
     def __init__(self, t0: int, home: int, live: int) -> None:
         self.t0 = t0
+        self.h = 0  # its digest hash (v2)
         self.have = {home}
         self.need100 = live
         self.need99 = math.ceil(0.99 * live)
@@ -211,10 +212,11 @@ class _V2Node:
         if due < net.timer_of(self.i):
             net.set_timer(self.i, due)
 
-    def announce(self, info_hash: str, addr: AddrKey, peer_id: bytes, seeder: bool) -> None:
+    def announce(self, info_hash: str, addr: AddrKey, peer_id: bytes, seeder: bool) -> Record:
         now = self.net.now_ns
-        self.store.announce(info_hash, addr, WALL0 + now, peer_id=peer_id, seeder=seeder)
+        rec = self.store.announce(info_hash, addr, WALL0 + now, peer_id=peer_id, seeder=seeder)
         self.poke()
+        return rec
 
 
 class _V1Node:
@@ -270,7 +272,7 @@ class _V1Node:
     def poke(self) -> None:
         pass
 
-    def announce(self, info_hash: str, addr: AddrKey, peer_id: bytes, seeder: bool) -> None:
+    def announce(self, info_hash: str, addr: AddrKey, peer_id: bytes, seeder: bool) -> Record:
         """Node.announce: store it, push a v1 announce to every peer."""
         net = self.net
         rec = self.store.announce(info_hash, addr, WALL0 + net.now_ns, peer_id=peer_id,
@@ -278,6 +280,7 @@ class _V1Node:
         msg = v1.Announce(info_hash, [rec])
         for peer in self.peers:
             net.send(self.i, peer, msg, True)
+        return rec
 
 
 _Node = _V1Node | _V2Node
@@ -609,7 +612,9 @@ class Simulation:
         self.reach_hist[0] += 1
         pid, seeder = _peer_id(r), rng.random() < 0.5
         self._add_record(ih, addr, home, pid, seeder)
-        self.nodes[home].announce(ih, addr, pid, seeder)
+        rec = self.nodes[home].announce(ih, addr, pid, seeder)
+        if rec.origin:
+            spread.h = record_hash(ih, rec)
         self._check_spread((ih, addr), spread)
         self._schedule_announce()
 
@@ -717,16 +722,26 @@ class Simulation:
         now = net.now_ns
         if self.heal_members_ns is None and self._dead_pairs is not None and not self._dead_pairs:
             self.heal_members_ns = now - self._heal_at
-        if self.heal_records_ns is None:
-            roots = {
-                node.engine.replicator.digest.root
-                for i, node in enumerate(self.nodes)
-                if i not in self.killed and isinstance(node, _V2Node)
-            }
-            if len(roots) == 1:
-                self.heal_records_ns = now - self._heal_at
+        if self.heal_records_ns is None and self._stores_converged(self._heal_at):
+            self.heal_records_ns = now - self._heal_at
         if self.heal_members_ns is None or self.heal_records_ns is None:
             net.call_at(now + _HEAL_CHECK_NS, self._check_heal)
+
+    def _stores_converged(self, since_ns: int) -> bool:
+        """Every live store holds the same replicated records, but for announces made since
+        ``since_ns`` still spreading: every announce made before has reached every live
+        node, and the digest roots agree once the younger ones are taken out (XOR)."""
+        roots: dict[int, int] = {}
+        for i, node in enumerate(self.nodes):
+            if i not in self.killed and isinstance(node, _V2Node):
+                roots[i] = node.engine.replicator.digest.root
+        for spread in self.tracked.values():
+            if spread.t0 < since_ns:
+                return False
+            for i in spread.have:
+                if i in roots:
+                    roots[i] ^= spread.h
+        return len(set(roots.values())) == 1
 
     def _separated_pair(self, i: int, j: int, now: int) -> bool:
         """Whether a partition separates i and j now, or did so within the grace period."""
