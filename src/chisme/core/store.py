@@ -59,6 +59,7 @@ _SLOT = _HEAD + _PID_INLINE
 _ORIGIN = struct.Struct("<I")
 _VERSION = struct.Struct("<Q")
 _LONG = 255
+_MAX_CHANGES = 65536  # local changes waiting for the replicator; rumors are best effort
 _SWEEP_SAMPLE = 5  # keys examined per eviction when the store is full
 # A swarm of at most this many slots finds an address by scanning its list (list.index, in C:
 # about 1 µs at 32) instead of keeping an address -> slot dict, which costs ~35 B per record
@@ -384,7 +385,7 @@ class Store:
                 rec = Record(addr, seen, peer_id, flags, origin, self._next_version())
                 swarm.update(i, seen, peer_id, seeder, origin, version=rec.version)
                 self._notify(info_hash, old_slot, rec)
-                self._changes.append((info_hash, rec))
+                self._change(info_hash, rec)
                 return rec
             _check_addr(addr)
             old = swarm.current(addr)
@@ -392,7 +393,7 @@ class Store:
                 seen = old.last_seen_ns + 1
         rec = Record(addr, seen, peer_id, flags, origin, self._next_version() if local else 0)
         if self._apply(info_hash, rec, now_ns) and local:
-            self._changes.append((info_hash, rec))
+            self._change(info_hash, rec)
         return rec
 
     def remove(
@@ -413,7 +414,7 @@ class Store:
         local = origin != 0 and origin == self.local_origin
         rec = Record(addr, seen, b"", FLAG_TOMBSTONE, origin, self._next_version() if local else 0)
         if self._apply(info_hash, rec, now_ns) and local:
-            self._changes.append((info_hash, rec))
+            self._change(info_hash, rec)
         return rec
 
     def merge(
@@ -477,7 +478,7 @@ class Store:
                 replaced += 1
             changed.append(rec)
             if adopt and self.local_origin:
-                self._changes.append((info_hash, rec))
+                self._change(info_hash, rec)
         return MergeResult(inserted, replaced, ignored, changed)
 
     def _apply(self, info_hash: str, rec: Record, now_ns: int) -> int:
@@ -594,6 +595,12 @@ class Store:
             return
         if (old is not None and old.origin) or (new is not None and new.origin):
             obs(info_hash, old, new)
+
+    def _change(self, info_hash: str, rec: Record) -> None:
+        changes = self._changes
+        changes.append((info_hash, rec))
+        if len(changes) > _MAX_CHANGES:  # nobody drains (no replicator): keep the newest
+            del changes[: _MAX_CHANGES // 2]
 
     def has_changes(self) -> bool:
         return bool(self._changes)
@@ -932,7 +939,7 @@ class Store:
                     )
                     self._put_tomb(info_hash, swarm, tomb)
                     self._notify(info_hash, old, tomb)
-                    self._changes.append((info_hash, tomb))
+                    self._change(info_hash, tomb)
                 else:
                     self._notify(info_hash, old, None)
         swarm.min_seen = min(seen) if len(seen) else 1 << 62
