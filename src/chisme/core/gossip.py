@@ -108,9 +108,9 @@ class GossipConfig:
     max_concurrent_syncs: int = 8
     max_datagram_bytes: int = 1200
     max_sync_records: int = 800  # about 64 KiB of records per Delta
-    # after a big Delta (a repair under way: a healed partition, a node back) the next sync
-    # starts this soon instead of a sync interval later, so a repair runs at up to 10 capped
-    # Deltas per second each way (~700 KB/s) rather than one
+    # after a Delta that repaired many records (a healed partition, a node back) the next
+    # sync starts this soon instead of a sync interval later, so a repair runs at up to 10
+    # capped Deltas per second each way (~700 KB/s) rather than one
     sync_burst_ns: int = 100_000_000
 
 
@@ -229,14 +229,16 @@ class Replicator:
         store.observer = self.digest.on_change
         for info_hash, rec in store.iter_all():
             self.digest.on_change(info_hash, None, rec)
+        # bounded: past it the most-sent rumors go first, and anti-entropy repairs the rest
         self.rumors: TransmitLimitedQueue[ItemRecord] = TransmitLimitedQueue(
-            config.retransmit_mult, max_items=65536
+            config.retransmit_mult, max_items=16384
         )
         self.counter_rumors: TransmitLimitedQueue[Counter] = TransmitLimitedQueue(
             config.retransmit_mult, max_items=16384
         )
         self._next_gossip = 0
         self._next_sync = 0
+        self._repaired = 0  # records the last merge inserted or replaced
         self._sync_seq = rng.getrandbits(31)
         self._syncs: dict[int, tuple[str, int]] = {}  # sync id -> (peer, started)
         self._serving: dict[tuple[str, int], int] = {}  # (peer, sync id) -> started
@@ -245,7 +247,12 @@ class Replicator:
     # -- local changes ------------------------------------------------------------------
 
     def publish(self, changes: Iterable[ItemRecord]) -> None:
-        """Queue changes for rumoring (the store's local-origin outbox, or merges)."""
+        """Queue changes for rumoring (the store's local-origin outbox, or merges).
+
+        Alone (no other live member), there is nobody to tell: a member that appears later
+        gets everything by anti-entropy, so a lone node keeps no rumor backlog."""
+        if self.view.num_alive() <= 1:
+            return
         queue = self.rumors.queue
         for info_hash, rec in changes:
             addr = rec.addr
@@ -352,7 +359,7 @@ class Replicator:
         if isinstance(msg, Delta):
             self._serving.pop((src, msg.sync_id), None)
             theirs = self._merge(msg.items, now_ns, rumor=False)
-            if len(msg.items) >= self.config.max_sync_records // 2:
+            if self._repaired >= self.config.max_sync_records // 4:
                 # one Delta per sync interval moved ~330 records/s per node: a 5-minute
                 # partition of 10^5 records took 150 s to repair
                 burst = mono_ns + self.config.sync_burst_ns
@@ -407,6 +414,7 @@ class Replicator:
                 self.publish((info_hash, r) for r in result.changed)
         if self.on_merged is not None:
             self.on_merged(inserted, replaced, ignored)
+        self._repaired = inserted + replaced
         return seen
 
     def _may_serve(self, src: str, sync_id: int, mono_ns: int) -> bool:
