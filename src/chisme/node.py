@@ -415,6 +415,12 @@ class Node:
         nodes of the original design (members replicate by rumors and anti-entropy)."""
         return self.peers if self.config.protocol == "v1" else self.v1_peers
 
+    def _has_fanout(self) -> bool:
+        """Whether a lookup has anyone to ask (O(1), for the tracker's hot path)."""
+        if self.engine is None:
+            return bool(self.peers)
+        return self.engine.membership.num_alive() > 1
+
     @property
     def fanout_peers(self) -> list[str]:
         """Whom lookups ask: the static peers (v1), or the alive members (v2)."""
@@ -684,7 +690,7 @@ class Node:
         c = self.store.counts(info_hash)
         if (
             len(peers) >= numwant
-            or not self.fanout_peers
+            or not self._has_fanout()
             or not self._should_complete(info_hash, now)
         ):
             return TrackerAnswer(c.seeders, c.leechers, peers)
