@@ -310,10 +310,12 @@ class StoreModel(RuleBasedStateMachine):
     @rule(key=st.sampled_from(KEYS), limit=st.integers(-1, 8))
     def lookup(self, key: str, limit: int) -> None:
         def presented(r: Record) -> Record:
-            # a record alive on its origin's lease shows the lease's last renewal if fresher
+            # a record alive on its origin's lease is vouched for half a TTL before the
+            # lease's last renewal, if that is fresher than its stamp
             lease = self.leases.get(r.origin, 0) if r.origin else 0
-            if lease >= self.now and lease - TTL > r.last_seen_ns:
-                return r._replace(last_seen_ns=lease - TTL)
+            vouched = lease - TTL - TTL // 2
+            if lease >= self.now and vouched > r.last_seen_ns:
+                return r._replace(last_seen_ns=vouched)
             return r
 
         live = sorted(

@@ -125,6 +125,9 @@ class ClusterEngine:
             every = min(self.config.lease_renew_ns, self.store.ttl_ns // 4)
             self._next_lease_ns = mono_ns + every
             self.replicator.renew_leases(self._live_origins(), wall_ns)
+        # alone, nobody would hear of local changes (a member that joins later gets them by
+        # anti-entropy): the store stops queueing them, the digest is kept as ever
+        self.store.changes_wanted = self.membership.num_alive() > 1
         out.extend(self.replicator.tick(wall_ns, mono_ns))
         return out
 
@@ -134,6 +137,7 @@ class ClusterEngine:
             out = self._outs(self.membership.on_message(msg.msg, msg.piggyback, mono_ns))
             out.extend(self._meet(msg.msg, mono_ns))
             self._take_events()
+            self.store.changes_wanted = self.membership.num_alive() > 1
             return out
         return self.replicator.on_message(src, msg, wall_ns, mono_ns)
 

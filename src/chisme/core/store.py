@@ -289,6 +289,7 @@ class Store:
         self.local_origin = 0
         self.observer: Callable[[str, Record | None, Record | None], None] | None = None
         self._changes: list[tuple[str, Record]] = []
+        self.changes_wanted = True  # False while nobody would hear of them (a lone node)
         self._version = 0
 
     # -- sizes --------------------------------------------------------------------------
@@ -597,6 +598,8 @@ class Store:
             obs(info_hash, old, new)
 
     def _change(self, info_hash: str, rec: Record) -> None:
+        if not self.changes_wanted:
+            return
         changes = self._changes
         changes.append((info_hash, rec))
         if len(changes) > _MAX_CHANGES:  # nobody drains (no replicator): keep the newest
@@ -722,10 +725,11 @@ class Store:
         Ordered by :func:`lookup_rank`, a total order: replicas that hold the same records
         give the same answer, whatever order the records arrived in.
 
-        A record held on another member's lease (v2) is presented stamped at the lease's
-        last renewal when that is fresher than its origin's last change: the origin does not
-        send refreshes, so its last-change stamp says nothing about liveness, and a reader of
-        the stamp (a v1 peer filtering by its TTL, a human) must see a live provider as live.
+        A record held on another member's lease (v2) is presented stamped half a TTL before
+        the lease's last renewal when that is fresher than its origin's last change: the
+        origin does not send refreshes, so its last-change stamp says nothing about liveness,
+        and a reader of the stamp (a v1 peer filtering by its TTL) must see a live provider
+        as live; half a TTL back, a provider that really announced lately still sorts first.
         """
         swarm = self._swarms.get(info_hash)
         if swarm is None:
@@ -764,8 +768,9 @@ class Store:
             seen, o = rec.last_seen_ns, rec.origin
             lease = leases.get(o, 0) if o and o != mine else 0
             if lease >= now_ns:
-                if lease - ttl > seen:
-                    rec = rec._replace(last_seen_ns=lease - ttl)
+                vouched = lease - ttl - ttl // 2  # half a TTL before the last renewal
+                if vouched > seen:
+                    rec = rec._replace(last_seen_ns=vouched)
             elif seen < cutoff:
                 continue
             out.append(rec)
