@@ -340,3 +340,19 @@ def test_the_lease_holders_follow_membership_through_suspicions_and_deaths() -> 
         }
         assert set(engine._live_origins()) == scan
         assert len(scan) == 27
+
+
+def test_a_big_repair_syncs_in_bursts() -> None:
+    """After a partition each side lacks the other's records (their leases lapsed): a sync
+    that repaired many records is followed by the next one at once (sync_burst_ns), not a
+    sync interval later."""
+    from chisme.core.cluster import ClusterConfig  # noqa: PLC0415
+    from chisme.core.gossip import GossipConfig  # noqa: PLC0415
+
+    cfg = replace(SMALL, nodes=6, keys=1500, announce_rate=0, partition_s=120, partition_at_s=5,
+                  duration_s=190, sweep_interval_s=5)
+    burst = simulate(cfg).summary()
+    paced = simulate(replace(cfg, cluster=ClusterConfig(
+        gossip=GossipConfig(sync_burst_ns=GossipConfig().sync_interval_ns)))).summary()
+    assert burst["heal_records_s"] is not None and paced["heal_records_s"] is not None
+    assert burst["heal_records_s"] * 2 < paced["heal_records_s"]
