@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 from chisme.errors import ConfigError
@@ -26,15 +27,15 @@ async def listen_tcp(
     return server, (sockname[0], sockname[1])
 
 
-class TcpListener:
+class TcpListener(ABC):
     """A server that owns one TCP listener: subclasses say which protocol serves a connection."""
 
     backlog = 1024
     _server: asyncio.Server | None = None
 
+    @abstractmethod
     def connection(self) -> asyncio.Protocol:
         """The protocol object for one new connection."""
-        raise NotImplementedError
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Listen; a port in use or an address not on this host is a ConfigError."""
