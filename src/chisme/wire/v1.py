@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import codecs
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Generic, TypeAlias, TypeVar, assert_never
 
@@ -323,18 +323,26 @@ def _to_records(reply: _Reply) -> list[Record]:
     return _records(reply)  # null: a Go nil slice, no providers
 
 
+def _decode_message_value(value: bytes) -> Message:
+    return _to_message(_decode_json(_MESSAGE_DECODER, value, NOT_AN_OBJECT))
+
+
+def _decode_reply_value(value: bytes) -> list[Record]:
+    return _to_records(_decode_json(_REPLY_DECODER, value, NOT_AN_ARRAY))
+
+
 class _Reader(Generic[_T]):
     """Sans-I/O: bytes in (:meth:`feed`, :meth:`feed_eof`), one decoded value out."""
 
-    __slots__ = ("_error", "_result", "_scanner")
+    __slots__ = ("_decode", "_error", "_result", "_scanner")
 
-    def __init__(self, max_bytes: int, *, allow_null: bool) -> None:
+    def __init__(
+        self, max_bytes: int, *, allow_null: bool, decode: Callable[[bytes], _T]
+    ) -> None:
         self._scanner = JsonValueScanner(max_bytes, allow_null=allow_null)
+        self._decode = decode
         self._result: _T | None = None
         self._error: WireError | None = None
-
-    def _decode(self, value: bytes) -> _T:
-        raise NotImplementedError
 
     def feed(self, data: bytes | bytearray | memoryview) -> _T | None:
         """Take the next bytes from the peer; return the decoded value once complete, else
@@ -375,10 +383,7 @@ class V1Reader(_Reader[Message]):
     __slots__ = ()
 
     def __init__(self, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
-        super().__init__(max_bytes, allow_null=False)
-
-    def _decode(self, value: bytes) -> Message:
-        return _to_message(_decode_json(_MESSAGE_DECODER, value, NOT_AN_OBJECT))
+        super().__init__(max_bytes, allow_null=False, decode=_decode_message_value)
 
 
 class ReplyReader(_Reader[list[Record]]):
@@ -390,10 +395,7 @@ class ReplyReader(_Reader[list[Record]]):
     __slots__ = ()
 
     def __init__(self, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
-        super().__init__(max_bytes, allow_null=True)
-
-    def _decode(self, value: bytes) -> list[Record]:
-        return _to_records(_decode_json(_REPLY_DECODER, value, NOT_AN_ARRAY))
+        super().__init__(max_bytes, allow_null=True, decode=_decode_reply_value)
 
 
 def decode_message(
