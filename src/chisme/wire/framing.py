@@ -158,7 +158,7 @@ class JsonValueScanner:
             return None
         while pos < limit:
             if self._in_string:
-                if self._escape:  # the escaped byte is never special (\" \\ \uXXXX ...)
+                if self._escape:  # the escaped byte is never special (\" \\ \u00e9 ...)
                     self._escape = False
                     pos += 1
                     continue
