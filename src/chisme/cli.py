@@ -231,9 +231,9 @@ def _simulate(args: argparse.Namespace) -> int:
     for key, value in summary.items():
         if key == "by_kind":
             continue
-        shown = value
+        shown = "-" if value is None else value
         if isinstance(value, dict):
-            shown = "  ".join(f"{k} {v}" for k, v in value.items())
+            shown = "  ".join(f"{k} {'-' if v is None else v}" for k, v in value.items())
         print(f"{key:28} {shown}")
     return 0
 
