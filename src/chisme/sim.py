@@ -77,7 +77,7 @@ class SimConfig:
     announce_rate: float = 1.0  # new announces per second, cluster-wide
     duration_s: float = 60.0  # measured window, after the warm-up
     warmup_s: float = 5.0
-    settle_s: float = 15.0  # no new announces in the last settle_s (they could not finish)
+    settle_s: float = 15.0  # no new announces in the last settle_s (at most half the run)
     loss: float = 0.0  # unreliable messages lost, independently
     kill: int = 0  # nodes killed at kill_at_s
     kill_at_s: float = 10.0  # into the measured window
@@ -592,7 +592,8 @@ class Simulation:
         net = self.net
         cfg = self.config
         at = net.now_ns + int(self.work_rng.expovariate(cfg.announce_rate) * S)
-        if at < self.end_ns - int(cfg.settle_s * S):
+        settle = min(cfg.settle_s, cfg.duration_s / 2)  # a short run still announces
+        if at < self.end_ns - int(settle * S):
             net.call_at(at, self._announce)
 
     def _announce(self) -> None:
