@@ -864,6 +864,8 @@ class Simulation:
             "lost_msgs": tr.lost,
             "cut_msgs": tr.cut,
             "too_large_msgs": tr.too_large,
+            "max_datagram_bytes": tr.max_datagram,
+            "max_frame_bytes": tr.max_frame,
             "events": self.net.events_run,
             "preload_wall_s": round(self.preload_wall_s, 2),
             "wall_s": round(self.wall_s, 2),

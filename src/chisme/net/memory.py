@@ -126,6 +126,8 @@ class Traffic:
         self.lost = 0  # unreliable messages lost at random
         self.cut = 0  # messages dropped by a partition or a killed receiver
         self.too_large = 0  # datagrams over the codec's cap, never sent
+        self.max_datagram = 0  # the largest datagram sent, bytes
+        self.max_frame = 0  # the largest reliable message sent, bytes
 
     def add(self, src: int, size: int, count: int, kind: str, now_ns: int) -> None:
         self.bytes_out[src] += size
@@ -229,12 +231,15 @@ class MemoryNetwork:
                 traffic.cut += count
                 return  # no connection: nothing goes on the wire
             traffic.add(src, size, count, kind, now)
+            if count == 1 and size > traffic.max_frame:
+                traffic.max_frame = size
             delay = self.latency_ns
         else:
             if size > self.codec.max_datagram_bytes:
                 traffic.too_large += 1
                 return
             traffic.add(src, size, count, kind, now)
+            traffic.max_datagram = max(traffic.max_datagram, size)
             if dst < 0:
                 return
             if self.loss and self.rng.random() < self.loss:
