@@ -8,6 +8,7 @@ message, and ``chisme simulate --json`` through the real entry point.
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -271,6 +272,10 @@ def test_cli_json_is_one_object_with_the_documented_keys() -> None:
         assert set(s[key]) == {"p50", "p99", "max"}
         assert all(isinstance(v, float) for v in s[key].values())
     assert isinstance(s["false_deaths"], int) and s["peak_records_per_node"] >= 200
+    # the same seed in another process (another string hash seed) gives the same run
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": "123"})
+    assert _comparable(json.loads(again.stdout)) == _comparable(s)
     idle = [sys.executable, "-m", "chisme.cli", "simulate", "--nodes", "8", "--keys", "5",
             "--duration-s", "10", "--announce-rate", "0", "--json"]
     s = json.loads(subprocess.run(idle, capture_output=True, text=True, timeout=120,
