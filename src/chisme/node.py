@@ -678,22 +678,20 @@ class Node:
             self.push_removal(info_hash, self.store.remove(info_hash, addr, now))
             c = self.store.counts(info_hash)
             return TrackerAnswer(c.seeders, c.leechers, [])
-        self.store.announce(info_hash, addr, now, peer_id=peer_id, seeder=seeder)
+        seeders, leechers, peers = self.store.announce_sample(
+            info_hash, addr, now, peer_id=peer_id, seeder=seeder, want=numwant, rng=self.rng
+        )
         if completed:
             self.store.count_completed(info_hash, self.node_id)
             if self.engine is not None:
                 count = self.store.downloaded_counters(info_hash).get(self.node_id, 0)
                 self.engine.replicator.publish_counter(info_hash, self.node_id, count)
-        peers = self.store.sample_peers(
-            info_hash, now, numwant, self.rng, exclude=addr, leechers_first=seeder
-        )
-        c = self.store.counts(info_hash)
         if (
             len(peers) >= numwant
             or not self._has_fanout()
             or not self._should_complete(info_hash, now)
         ):
-            return TrackerAnswer(c.seeders, c.leechers, peers)
+            return TrackerAnswer(seeders, leechers, peers)
         return self._complete_from_overlay(info_hash, addr, seeder, numwant, peers)
 
     def _should_complete(self, info_hash: str, now: int) -> bool:

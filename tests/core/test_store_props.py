@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -410,3 +410,65 @@ def test_a_bounded_store_keeps_its_bounds_and_counters(
             assert [p.last_seen_ns for p in got] == sorted(
                 (p.last_seen_ns for p in got), reverse=True)
             assert {p.addr for p in got} <= {format_addr(r.addr) for r in live}
+
+
+# -- the tracker's one-call announce is announce + sample_peers + counts, draw for draw ----
+
+
+_A = (KEYS[0], ADDRS[0], PIDS[1], False)
+
+
+@settings(max_examples=200, deadline=None)
+@example(local_origin=0, ops=[(1, *_A, 2, 0), (0, *_A, 3, 0)])  # a v1 copy, then our announce
+@example(local_origin=7, ops=[(0, *_A, 3, 0), (0, *_A, 3, 0), (0, *_A, 3, 100)])  # refreshes
+@given(
+    local_origin=st.sampled_from([0, 7]),
+    ops=st.lists(
+        st.tuples(
+            st.integers(0, 3),
+            st.sampled_from(KEYS[:2]),
+            st.sampled_from(ADDRS[:2] + ADDRS[-2:]),  # few: the same provider again, often
+            st.sampled_from(PIDS[:3]),
+            st.booleans(),
+            st.integers(-1, 6),
+            st.sampled_from([0, 1, 30, 100]),
+        ),
+        max_size=60,
+    ),
+)
+def test_announce_sample_is_announce_then_sample(
+    local_origin: int, ops: list[tuple[int, str, AddrKey, bytes, bool, int, int]]
+) -> None:
+    """Two stores, one driven by ``announce_sample``, the other by ``announce``,
+    ``sample_peers`` and ``counts``: same records, same replication changes, same answers
+    (the same random draws), through refreshes, peer id and seeder changes, merges by other
+    origins, leases, removals and expiry (the sampler's checked path)."""
+    fused, plain = new_store(), new_store()
+    for s in (fused, plain):
+        s.local_origin = local_origin
+        s.set_lease(3, NOW + 50 * S)
+    rng_f, rng_p = random.Random(5), random.Random(5)
+    now = NOW
+    for op, key, addr, pid, seeder, want, dt in ops:
+        now += dt * S
+        if op == 0:
+            got = fused.announce_sample(
+                key, addr, now, peer_id=pid, seeder=seeder, want=want, rng=rng_f
+            )
+            plain.announce(key, addr, now, peer_id=pid, seeder=seeder)
+            peers = plain.sample_peers(key, now, want, rng_p, exclude=addr, leechers_first=seeder)
+            assert got == (*plain.counts(key)[:2], peers)
+            assert addr not in peers
+        elif op == 1:
+            origin = 3 if want % 2 else 0  # another member's, or a v1 copy
+            rec = Record(addr, now - S, pid, FLAG_SEEDER if seeder else 0, origin, 9)
+            for s in (fused, plain):
+                s.merge(key, [rec], now)
+        elif op == 2:
+            for s in (fused, plain):
+                s.remove(key, addr, now)
+        else:
+            for s in (fused, plain):
+                s.sweep(now, max_keys=1)
+        assert fused.snapshot() == plain.snapshot()
+        assert fused.drain_changes() == plain.drain_changes()

@@ -397,6 +397,63 @@ class Store:
             self._change(info_hash, rec)
         return rec
 
+    def announce_sample(
+        self,
+        info_hash: str,
+        addr: AddrKey,
+        now_ns: int,
+        *,
+        peer_id: bytes,
+        seeder: bool,
+        want: int,
+        rng: random.Random,
+    ) -> tuple[int, int, list[AddrKey]]:
+        """A tracker announce in one call: :meth:`announce` (this node's origin), then
+        :meth:`sample_peers` for it (never ``addr``; leechers first for a seeder) and the
+        swarm's counts. Returns ``(seeders, leechers, peers)``.
+
+        The common announce is a refresh: a provider this node holds first-hand, unchanged
+        but for its stamp. That one raises the slot's stamp and samples the swarm by the slot
+        it already found, allocating nothing else (no Record; nothing to replicate, as in
+        :meth:`announce`). Anything else takes :meth:`announce` and :meth:`sample_peers`.
+        """
+        swarm = self._swarms.get(info_hash)
+        if swarm is not None:
+            i = swarm.find(addr)
+            if i is not None and (i >= swarm.n_leech) == seeder:
+                meta = swarm.meta
+                o = i * _SLOT
+                n = len(peer_id)
+                origin = self.local_origin
+                if (
+                    n <= _PID_INLINE
+                    and meta[o + _HEAD - 1] == n  # an inline peer id of the same length...
+                    and meta[o + _HEAD : o + _HEAD + n] == peer_id  # ...and bytes
+                    and _ORIGIN.unpack_from(meta, o)[0] == origin
+                    # a v1 node's (origin 0) announce also resets the version
+                    and (origin or not _VERSION.unpack_from(meta, o + 4)[0])
+                ):
+                    seen = swarm.seen
+                    prev = seen[i]
+                    seen[i] = now_ns if now_ns > prev else prev + 1
+                    nl = swarm.n_leech
+                    total = len(swarm.addrs)
+                    if want <= 0:
+                        return total - nl, nl, []
+                    if swarm.min_seen >= now_ns - self.ttl_ns:
+                        return total - nl, nl, _sample_live(swarm, want, i, seeder, rng)
+                    peers = self._sample_checked(
+                        swarm, now_ns, want, rng, exclude=addr, leechers_first=seeder
+                    )
+                    return total - nl, nl, peers
+        self.announce(info_hash, addr, now_ns, peer_id=peer_id, seeder=seeder)
+        peers = self.sample_peers(info_hash, now_ns, want, rng, exclude=addr, leechers_first=seeder)
+        swarm = self._swarms.get(info_hash)
+        if swarm is None:  # not held: ignored (a full swarm of fresher providers)
+            return 0, 0, peers
+        nl = swarm.n_leech
+        return len(swarm.addrs) - nl, nl, peers
+
     def remove(
         self, info_hash: str, addr: AddrKey, now_ns: int, *, origin: int | None = None
     ) -> Record:
@@ -824,22 +881,30 @@ class Store:
         swarm = self._swarms.get(info_hash)
         if swarm is None or want <= 0:
             return []
-        cutoff = now_ns - self.ttl_ns
-        n = len(swarm.addrs)
-        if swarm.min_seen >= cutoff:  # every slot is live: the fast path
-            addrs = swarm.addrs
+        if swarm.min_seen >= now_ns - self.ttl_ns:  # every slot is live: the fast path
             skip = -1
             if exclude is not None:
                 found = swarm.find(exclude)
                 if found is not None:
                     skip = found
-            if not leechers_first:
-                return _sample_slots(addrs, 0, n, want, skip, rng=rng)
-            nl = swarm.n_leech
-            got = _sample_slots(addrs, 0, nl, want, skip, rng=rng)
-            if len(got) < want:
-                got += _sample_slots(addrs, nl, n, want - len(got), skip, rng=rng)
-            return got
+            return _sample_live(swarm, want, skip, leechers_first, rng)
+        return self._sample_checked(
+            swarm, now_ns, want, rng, exclude=exclude, leechers_first=leechers_first
+        )
+
+    def _sample_checked(
+        self,
+        swarm: Swarm,
+        now_ns: int,
+        want: int,
+        rng: random.Random,
+        *,
+        exclude: AddrKey | None,
+        leechers_first: bool,
+    ) -> list[AddrKey]:
+        """:meth:`sample_peers` of a swarm that may hold expired slots: each pick is checked."""
+        cutoff = now_ns - self.ttl_ns
+        n = len(swarm.addrs)
         ranges = [(0, swarm.n_leech), (swarm.n_leech, n)] if leechers_first else [(0, n)]
         out: list[AddrKey] = []
         seen, origin, addrs = swarm.seen, swarm.origin, swarm.addrs
@@ -969,6 +1034,22 @@ class Store:
         for ih, swarm in self._swarms.items():
             for i in range(len(swarm)):
                 yield ih, swarm.record(i)
+
+
+def _sample_live(
+    swarm: Swarm, want: int, skip: int, leechers_first: bool, rng: random.Random
+) -> list[AddrKey]:
+    """Up to ``want`` slots of a swarm with no expired slot, never slot ``skip`` (-1: none);
+    leechers before seeders with ``leechers_first``."""
+    addrs = swarm.addrs
+    n = len(addrs)
+    if not leechers_first:
+        return _sample_slots(addrs, 0, n, want, skip, rng=rng)
+    nl = swarm.n_leech
+    got = _sample_slots(addrs, 0, nl, want, skip, rng=rng)
+    if len(got) < want:
+        got += _sample_slots(addrs, nl, n, want - len(got), skip, rng=rng)
+    return got
 
 
 def _sample_slots(
