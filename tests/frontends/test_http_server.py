@@ -200,6 +200,28 @@ async def test_an_upgrade_request_is_answered_without_upgrading_then_closed(
     assert h.seen == [b"/ws"] and h.errors == []
 
 
+@pytest.mark.parametrize(
+    ("target", "path", "query"),
+    [
+        ("/announce?a=1&b=%20", b"/announce", b"a=1&b=%20"),
+        ("/announce", b"/announce", b""),
+        ("/x?", b"/x", b""),
+        ("/x?a=1#frag", b"/x", b"a=1"),  # a fragment is not part of the query
+        ("http://tracker.example:6969/announce?a=1", b"/announce", b"a=1"),  # absolute-form
+        ("http://tracker.example", b"/", b""),
+    ],
+)
+async def test_request_targets_split_into_path_and_query(
+    start, read_reply, target: str, path: bytes, query: bytes
+) -> None:
+    h = await start()
+    h.routes[path] = lambda req: Response(200, b"%s|%s" % (req.path, req.query))
+    async with connect(h.addr) as (reader, writer):
+        writer.write(get(target))
+        r = await asyncio.wait_for(read_reply(reader), 10)
+    assert (r.status, r.body) == (200, path + b"|" + query)
+
+
 async def test_nothing_after_an_error_is_served(start, exchange) -> None:
     """A bad request target is found after the parser accepted the request line; requests
     pipelined behind it must not reach the handler (they could have side effects)."""

@@ -81,6 +81,14 @@ class HttpLimits:
 
 
 def render(resp: Response, keep_alive: bool) -> bytes:
+    if keep_alive and not resp.headers:  # the usual answer: one formatting
+        return _PLAIN % (
+            resp.status,
+            REASONS.get(resp.status, b"Unknown"),
+            resp.content_type,
+            len(resp.body),
+            resp.body,
+        )
     head = [
         b"HTTP/1.1 %d %s\r\n" % (resp.status, REASONS.get(resp.status, b"Unknown")),
         b"Content-Type: %s\r\nContent-Length: %d\r\n" % (resp.content_type, len(resp.body)),
@@ -92,6 +100,10 @@ def render(resp: Response, keep_alive: bool) -> bytes:
     head.append(b"\r\n")
     head.append(resp.body)
     return b"".join(head)
+
+
+_PLAIN = b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s"
+_SLASH, _HASH = b"/#"
 
 
 class HttpServer(TcpListener):
@@ -134,7 +146,9 @@ class _HttpConnection(asyncio.Protocol):
         "headers",
         "in_flight",
         "in_request",
+        "keepalive_timeout_s",
         "loop",
+        "max_header_bytes",
         "parser",
         "queue",
         "reading_paused",
@@ -147,6 +161,8 @@ class _HttpConnection(asyncio.Protocol):
 
     def __init__(self, server: HttpServer) -> None:
         self.server = server
+        self.max_header_bytes = server.limits.max_header_bytes
+        self.keepalive_timeout_s = server.limits.keepalive_timeout_s
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.client: tuple[str, int] = ("", 0)
@@ -235,14 +251,15 @@ class _HttpConnection(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self.url += url
         self.header_size += len(url)
-        if self.header_size > self.server.limits.max_header_bytes:
+        if self.header_size > self.max_header_bytes:
             self._fail(431, b"request line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.header_size += len(name) + len(value)
-        if self.header_size > self.server.limits.max_header_bytes or len(self.headers) >= 64:
+        self.header_size = size = self.header_size + len(name) + len(value)
+        headers = self.headers
+        if size > self.max_header_bytes or len(headers) >= 64:
             self._fail(431, b"request headers too large")
-        self.headers[name.lower()] = value
+        headers[name.lower()] = value
 
     def on_headers_complete(self) -> None:
         # refuse a declared oversized body at once, rather than after reading it
@@ -260,36 +277,61 @@ class _HttpConnection(asyncio.Protocol):
         self.in_request = False
         if self.broken:  # pipelined behind an error: httptools parses on, we serve nothing
             return
-        try:
-            parsed = httptools.parse_url(self.url)
-        except httptools.HttpParserInvalidURLError:
-            self._error(400, b"invalid request target")
-            return
-        keep_alive = self.parser.should_keep_alive()
+        url = self.url
+        if url and url[0] == _SLASH and _HASH not in url:
+            # origin-form, as every client sends (the parser has checked its characters):
+            # split in place; httptools.parse_url costs 0.8 µs, a tenth of a tracker announce
+            path, _, query = url.partition(b"?")
+        else:
+            try:
+                parsed = httptools.parse_url(url)
+            except httptools.HttpParserInvalidURLError:
+                self._error(400, b"invalid request target")
+                return
+            path, query = parsed.path or b"/", parsed.query or b""
+        parser = self.parser
+        keep_alive = parser.should_keep_alive()
+        client = self.client
         req = Request(
-            method=self.parser.get_method(),
-            path=parsed.path or b"/",
-            query=parsed.query or b"",
-            headers=self.headers,
-            body=b"".join(self.body),
-            client_ip=self.client[0],
-            client_port=self.client[1],
+            parser.get_method(),
+            path,
+            query,
+            self.headers,
+            b"".join(self.body) if self.body else b"",
+            client[0],
+            client[1],
         )
-        self._arm(self.server.limits.keepalive_timeout_s)
-        self.queue.append((req, keep_alive))
-        self._dispatch()
+        self._arm(self.keepalive_timeout_s)
+        if self.queue or self.in_flight or self.write_paused or self.closed:
+            self.queue.append((req, keep_alive))
+            self._dispatch()
+            return
+        # nothing waits before it: serve it at once (what _dispatch would do, minus a queue)
+        result = self._call(req)
+        if type(result) is Response and keep_alive:
+            self._write(render(result, keep_alive), keep_alive)
+            return
+        self.queue.appendleft((req, keep_alive))
+        self._dispatch(result)
 
     # -- internals --------------------------------------------------------------------
 
-    def _dispatch(self) -> None:
-        """Answer queued requests in order while nothing is in flight and the client reads."""
+    def _call(self, req: Request) -> Response | Awaitable[Response]:
+        try:
+            return self.server.handler(req)
+        except Exception:
+            log.exception("bug: HTTP handler failed for %r", req.path[:200])
+            return Response(500, b"internal error\n")
+
+    def _dispatch(self, first: Response | Awaitable[Response] | None = None) -> None:
+        """Answer queued requests in order while nothing is in flight and the client reads.
+        ``first`` is the answer to the head of the queue when the caller already has it."""
         while self.queue and not (self.in_flight or self.write_paused or self.closed):
             req, keep_alive = self.queue.popleft()
-            try:
-                result = self.server.handler(req)
-            except Exception:
-                log.exception("bug: HTTP handler failed for %r", req.path[:200])
-                result = Response(500, b"internal error\n")
+            if first is None:
+                result = self._call(req)
+            else:
+                result, first = first, None
             if isinstance(result, Response):
                 self._write(render(result, keep_alive), keep_alive)
             else:
