@@ -214,19 +214,21 @@ def parse_announce_query(query: bytes) -> AnnounceRequest:
             trackerid = None
 
     raw = get(b"no_peer_id")
-    return AnnounceRequest(
-        info_hash,
-        peer_id,
-        port,
-        uploaded,
-        downloaded,
-        left,
-        event,
-        numwant,
-        get(b"compact") != b"0",
-        bool(raw) and raw != b"0",
-        key,
-        trackerid,
+    return AnnounceRequest._make(  # tuple.__new__: no Python frame for the generated __new__
+        (
+            info_hash,
+            peer_id,
+            port,
+            uploaded,
+            downloaded,
+            left,
+            event,
+            numwant,
+            get(b"compact") != b"0",
+            bool(raw) and raw != b"0",
+            key,
+            trackerid,
+        )
     )
 
 
