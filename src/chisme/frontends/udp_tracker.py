@@ -152,7 +152,23 @@ class UdpTracker(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         try:
-            self._handle(data, addr)
+            ip = self.addresses[addr[0]]
+            if ip is None:
+                self._drop_bad_source.inc()
+                return
+            try:
+                req = parse_udp_request(data)
+            except (UdpDrop, UdpBadRequest) as e:
+                self._bad_request(e, ip, data, addr)
+                return
+            if isinstance(req, UdpAnnounce):
+                self._announce(req, ip, addr, data)
+            elif isinstance(req, UdpConnect):
+                self._connects.inc()
+                issued = self.ids.issue(ip, int(self.clock_s()))
+                self._send(encode_connect_reply(req.transaction_id, issued), addr)
+            else:
+                self._scrape(req, ip, addr)
         except Exception:
             log.exception("bug: UDP tracker failed on a datagram from %r", addr)
 
@@ -196,39 +212,23 @@ class UdpTracker(asyncio.DatagramProtocol):
         proven[key] = window
         return True
 
-    def _handle(self, data: bytes, addr: Any) -> None:
-        ip = self.addresses[addr[0]]
-        if ip is None:
-            self._drop_bad_source.inc()
-            return
-        try:
-            req = parse_udp_request(data)
-        except UdpDrop:
+    def _bad_request(
+        self, e: UdpDrop | UdpBadRequest, ip: bytes, data: bytes, addr: Any
+    ) -> None:
+        if isinstance(e, UdpDrop):
             self._drop_short.inc()
-            return
-        except UdpBadRequest as e:
-            # Answer only a sender that proved its address with a connection id (no reflection).
-            if self._proven(ip, int.from_bytes(data[:8])):
-                action = int.from_bytes(data[8:12])
-                if action == ANNOUNCE:
-                    self._announce_bad.inc()
-                elif action == SCRAPE:
-                    self._scrape_bad.inc()
-                self.service.reject("tracker_udp", e.reason)
-                self._errors.inc()
-                self._send(encode_error(e.transaction_id, e.reason), addr)
-            else:
-                self._drop_bad_id.inc()
-            return
-        kind = type(req)
-        if kind is UdpAnnounce:
-            self._announce(cast(UdpAnnounce, req), ip, addr, data)
-        elif kind is UdpConnect:
-            self._connects.inc()
-            tid = cast(UdpConnect, req).transaction_id
-            self._send(encode_connect_reply(tid, self.ids.issue(ip, int(self.clock_s()))), addr)
+        # Answer only a sender that proved its address with a connection id (no reflection).
+        elif self._proven(ip, int.from_bytes(data[:8])):
+            action = int.from_bytes(data[8:12])
+            if action == ANNOUNCE:
+                self._announce_bad.inc()
+            elif action == SCRAPE:
+                self._scrape_bad.inc()
+            self.service.reject("tracker_udp", e.reason)
+            self._errors.inc()
+            self._send(encode_error(e.transaction_id, e.reason), addr)
         else:
-            self._scrape(cast(UdpScrape, req), ip, addr)
+            self._drop_bad_id.inc()
 
     def _announce(self, req: UdpAnnounce, ip: bytes, addr: Any, data: bytes) -> None:
         connection_id, tid, a = req
