@@ -353,7 +353,7 @@ async def test_a_tracker_announce_completed_from_the_overlay_keeps_replicas_in_s
                                 stopped=False, completed=False, numwant=50)
     assert not isinstance(answer, tuple)  # c held fewer than numwant: it asked the members
     got = await answer
-    assert parse_addr(P1) in got.peers
+    assert parse_addr(P1) in got[2]  # (seeders, leechers, peers)
     held = c.store.get(IH, parse_addr(P1))
     assert held is not None and held.origin == origin_id(a.member_id)
 

@@ -22,7 +22,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any
 
 import msgspec
 
@@ -43,20 +43,13 @@ from chisme.metrics import Metrics
 from chisme.net import tcp
 from chisme.net.v2 import V2Transport, udp_port_free
 from chisme.tracker.access import AccessList, parse_hash_list
+from chisme.tracker.types import TrackerAnswer
 from chisme.wire import v1, v2
 
 log = logging.getLogger("chisme.node")
 
 Clock = Callable[[], int]
 _INDEX_RE = re.compile(r"\[\d+\]")
-
-
-class TrackerAnswer(NamedTuple):
-    """What a BitTorrent announce gets back: counts and a peer sample (store keys)."""
-
-    seeders: int
-    leechers: int
-    peers: list[AddrKey]
 
 
 class Node:
@@ -677,8 +670,8 @@ class Node:
         if stopped:
             self.push_removal(info_hash, self.store.remove(info_hash, addr, now))
             c = self.store.counts(info_hash)
-            return TrackerAnswer(c.seeders, c.leechers, [])
-        seeders, leechers, peers = self.store.announce_sample(
+            return c.seeders, c.leechers, []
+        answer = self.store.announce_sample(
             info_hash, addr, now, peer_id=peer_id, seeder=seeder, want=numwant, rng=self.rng
         )
         if completed:
@@ -687,12 +680,12 @@ class Node:
                 count = self.store.downloaded_counters(info_hash).get(self.node_id, 0)
                 self.engine.replicator.publish_counter(info_hash, self.node_id, count)
         if (
-            len(peers) >= numwant
+            len(answer[2]) >= numwant
             or not self._has_fanout()
             or not self._should_complete(info_hash, now)
         ):
-            return TrackerAnswer(seeders, leechers, peers)
-        return self._complete_from_overlay(info_hash, addr, seeder, numwant, peers)
+            return answer
+        return self._complete_from_overlay(info_hash, addr, seeder, numwant, answer[2])
 
     def _should_complete(self, info_hash: str, now: int) -> bool:
         recent = self._recent_overlay_lookups
@@ -716,14 +709,14 @@ class Node:
             more = [r.addr for rs in answers for r in rs if not r.tombstone and r.addr != addr]
             peers = list(dict.fromkeys([*peers, *more]))[:numwant]
             c = self.store.counts(info_hash)
-            return TrackerAnswer(c.seeders, c.leechers, peers)
+            return c.seeders, c.leechers, peers
         for records in answers:  # what a peer knows is gossip we would get soon anyway
             self.store.merge(info_hash, records, now)
         peers = self.store.sample_peers(
             info_hash, now, numwant, self.rng, exclude=addr, leechers_first=seeder
         )
         c = self.store.counts(info_hash)
-        return TrackerAnswer(c.seeders, c.leechers, peers)
+        return c.seeders, c.leechers, peers
 
     def tracker_peers(
         self, info_hash: str, addr: AddrKey, *, seeder: bool, numwant: int
@@ -734,7 +727,7 @@ class Node:
             info_hash, self.clock(), numwant, self.rng, exclude=addr, leechers_first=seeder
         )
         c = self.store.counts(info_hash)
-        return TrackerAnswer(c.seeders, c.leechers, peers)
+        return c.seeders, c.leechers, peers
 
     def tracker_scrape(self, info_hashes: Sequence[str]) -> list[Counts]:
         return [self.store.counts(ih) for ih in info_hashes]

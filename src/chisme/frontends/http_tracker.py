@@ -36,7 +36,7 @@ from chisme.tracker.http import (
     parse_announce_query,
     parse_scrape_query,
 )
-from chisme.tracker.types import DEFAULT_NUMWANT, AnnounceRequest, Event
+from chisme.tracker.types import DEFAULT_NUMWANT, AnnounceRequest, Event, TrackerAnswer
 
 log = logging.getLogger("chisme.tracker")
 
@@ -52,19 +52,6 @@ _V4_MAPPED: Final = bytes(10) + b"\xff\xff"
 _MAX_CACHED_IPS: Final = 65_536
 
 
-class PeerAnswer(Protocol):
-    """What the node answers an announce with (``chisme.node.TrackerAnswer``)."""
-
-    @property
-    def seeders(self) -> int: ...
-
-    @property
-    def leechers(self) -> int: ...
-
-    @property
-    def peers(self) -> list[AddrKey]: ...
-
-
 class TrackerService(Protocol):
     """What the tracker front ends need from the node."""
 
@@ -78,11 +65,11 @@ class TrackerService(Protocol):
         stopped: bool,
         completed: bool,
         numwant: int,
-    ) -> PeerAnswer | Awaitable[PeerAnswer]: ...
+    ) -> TrackerAnswer | Awaitable[TrackerAnswer]: ...
 
     def tracker_peers(
         self, info_hash: str, addr: AddrKey, *, seeder: bool, numwant: int
-    ) -> PeerAnswer: ...
+    ) -> TrackerAnswer: ...
 
     def tracker_scrape(self, info_hashes: Sequence[str]) -> list[Counts]: ...
 
@@ -229,12 +216,12 @@ class HttpTracker:
         self._announce_ok.inc()
         info_hash = a.info_hash.hex()
         addr = ip + a.port.to_bytes(2, "big")
-        answer: PeerAnswer | Awaitable[PeerAnswer]
+        answer: TrackerAnswer | Awaitable[TrackerAnswer]
         if self.overlay_inflight >= MAX_OVERLAY_INFLIGHT:
             answer = self._local(info_hash, addr, a, numwant)
         else:
             answer = apply_announce(self.service, info_hash, addr, a, numwant)
-        if isinstance(answer, Awaitable):
+        if not isinstance(answer, tuple):  # an overlay completion to wait for
             self.overlay_inflight += 1
             self._overlay_awaited.inc()
             return self._finish(answer, a.compact)
@@ -242,27 +229,27 @@ class HttpTracker:
 
     def _local(
         self, info_hash: str, addr: AddrKey, a: AnnounceRequest, numwant: int
-    ) -> PeerAnswer:
+    ) -> TrackerAnswer:
         """Over the in-flight cap: apply the announce, answer from the local store only."""
         self._overlay_over_cap.inc()
         return answer_locally(self.service, info_hash, addr, a, numwant)
 
-    async def _finish(self, pending: Awaitable[PeerAnswer], compact: bool) -> Response:
+    async def _finish(self, pending: Awaitable[TrackerAnswer], compact: bool) -> Response:
         try:
             answer = await pending
         finally:
             self.overlay_inflight -= 1
         return self._reply(answer, compact)
 
-    def _reply(self, answer: PeerAnswer, compact: bool) -> Response:
-        peers = answer.peers
+    def _reply(self, answer: TrackerAnswer, compact: bool) -> Response:
+        seeders, leechers, peers = answer
         if compact:
             peers4, peers6 = split_peers(peers)
             body = encode_announce_reply(
                 interval=self.interval,
                 min_interval=self.min_interval,
-                complete=answer.seeders,
-                incomplete=answer.leechers,
+                complete=seeders,
+                incomplete=leechers,
                 peers4=peers4,
                 peers6=peers6,
             )
@@ -270,8 +257,8 @@ class HttpTracker:
             body = encode_announce_reply(
                 interval=self.interval,
                 min_interval=self.min_interval,
-                complete=answer.seeders,
-                incomplete=answer.leechers,
+                complete=seeders,
+                incomplete=leechers,
                 peers4=b"",
                 peers6=b"",
                 compact=False,
@@ -318,7 +305,7 @@ def _is_hex40(key: str) -> bool:
 
 def apply_announce(
     service: TrackerService, info_hash: str, addr: AddrKey, a: AnnounceRequest, numwant: int
-) -> PeerAnswer | Awaitable[PeerAnswer]:
+) -> TrackerAnswer | Awaitable[TrackerAnswer]:
     """Hand one parsed announce (HTTP or UDP) to the node."""
     event = a.event
     return service.tracker_announce(
@@ -334,13 +321,13 @@ def apply_announce(
 
 def answer_locally(
     service: TrackerService, info_hash: str, addr: AddrKey, a: AnnounceRequest, numwant: int
-) -> PeerAnswer:
+) -> TrackerAnswer:
     """Apply an announce with no overlay completion and answer from the local store."""
     seeder = a.left == 0
     stopped = a.event is Event.STOPPED
     # nothing wanted (numwant 0), so the node never starts an overlay lookup
     answer = apply_announce(service, info_hash, addr, a, 0)
-    if isinstance(answer, Awaitable):  # not with numwant=0, but never leave one unawaited
+    if not isinstance(answer, tuple):  # not with numwant=0, but never leave one unawaited
         close_awaitable(answer)
     return service.tracker_peers(info_hash, addr, seeder=seeder, numwant=0 if stopped else numwant)
 

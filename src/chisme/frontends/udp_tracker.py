@@ -37,7 +37,6 @@ from chisme.frontends.http_tracker import (
     MAX_OVERLAY_INFLIGHT,
     NOT_ALLOWED,
     ClientAddresses,
-    PeerAnswer,
     TrackerService,
     answer_locally,
     apply_announce,
@@ -46,7 +45,7 @@ from chisme.frontends.http_tracker import (
 from chisme.metrics import Metrics
 from chisme.tracker.access import AccessList
 from chisme.tracker.connid import ConnectionIds
-from chisme.tracker.types import DEFAULT_NUMWANT
+from chisme.tracker.types import DEFAULT_NUMWANT, TrackerAnswer
 from chisme.tracker.udp import (
     ANNOUNCE,
     MAX_PEERS_V6,
@@ -260,7 +259,7 @@ class UdpTracker(asyncio.DatagramProtocol):
             self._reply(answer_locally(self.service, info_hash, key, a, numwant), tid, v6, addr)
             return
         answer = apply_announce(self.service, info_hash, key, a, numwant)
-        if isinstance(answer, Awaitable):
+        if not isinstance(answer, tuple):  # an overlay completion to wait for
             self.overlay_inflight += 1
             self._overlay_awaited.inc()
             try:
@@ -272,7 +271,7 @@ class UdpTracker(asyncio.DatagramProtocol):
         self._reply(answer, tid, v6, addr)
 
     async def _finish(
-        self, pending: Awaitable[PeerAnswer], tid: int, v6: bool, addr: Any
+        self, pending: Awaitable[TrackerAnswer], tid: int, v6: bool, addr: Any
     ) -> None:
         try:
             answer = await pending
@@ -283,8 +282,8 @@ class UdpTracker(asyncio.DatagramProtocol):
             self.overlay_inflight -= 1
         self._reply(answer, tid, v6, addr)
 
-    def _reply(self, answer: PeerAnswer, tid: int, v6: bool, addr: Any) -> None:
-        peers = answer.peers
+    def _reply(self, answer: TrackerAnswer, tid: int, v6: bool, addr: Any) -> None:
+        seeders, leechers, peers = answer
         size = 18 if v6 else 6
         try:
             joined = b"".join(peers)  # type: ignore[arg-type]  # str keys raise TypeError
@@ -294,7 +293,7 @@ class UdpTracker(asyncio.DatagramProtocol):
             joined = b"".join([p for p in peers if isinstance(p, bytes) and len(p) == size])
         if v6 and len(joined) > 18 * MAX_PEERS_V6:
             joined = joined[: 18 * MAX_PEERS_V6]
-        reply = encode_announce_reply(tid, self.interval, answer.leechers, answer.seeders, joined)
+        reply = encode_announce_reply(tid, self.interval, leechers, seeders, joined)
         outbox = self._outbox
         if not outbox:
             asyncio.get_running_loop().call_soon(self._flush)

@@ -8,7 +8,9 @@ The numwant policy lives here because both codecs apply it.
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, TypeAlias
+
+from chisme.core.keys import AddrKey
 
 DEFAULT_NUMWANT: Final = 50
 """Peers returned when the client does not say: the wiki spec's default, as in opentracker and
@@ -23,6 +25,11 @@ LEFT_UNKNOWN: Final = 2**63 - 1
 leecher (``left != 0``) under every seeder test, and the value still fits BEP 15's i64 field.
 Counting a silent seeder as a leecher only costs it a few extra seeders in its peer list; the
 opposite would starve a leecher."""
+
+
+TrackerAnswer: TypeAlias = tuple[int, int, list[AddrKey]]
+"""What the node answers an announce with: ``(seeders, leechers, peers)``, the peers as store
+keys (compact addresses). A plain tuple, as the store builds it: no object per announce."""
 
 
 class Event(IntEnum):
