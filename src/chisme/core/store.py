@@ -1084,15 +1084,20 @@ def _sample_slots(  # noqa: PLR0917  (positional: the tracker's hot path)
     take = want + 1 if skip >= 0 else want
     rand = rng.random
     start = int(rand() * size)
+    first = lo + start
     if size <= take:
         step = 1
-        got = addrs[lo + start : hi] + addrs[lo : lo + start]
+        got = addrs[first:hi]
+        got += addrs[lo:first]
     else:
         step = int(rand() * (size // take)) + 1
-        got = addrs[lo + start : hi : step]
-        if len(got) < take:
-            wrapped = start + len(got) * step - size
-            got += addrs[lo + wrapped : hi : step][: take - len(got)]
+        end = first + take * step  # each slice is cut to length: no list is built twice
+        if end <= hi:
+            got = addrs[first:end:step]
+        else:
+            got = addrs[first:hi:step]
+            wrapped = lo + start + len(got) * step - size
+            got += addrs[wrapped : wrapped + (take - len(got)) * step : step]
     if skip >= 0:
         offset = (skip - lo - start) % size
         if offset % step == 0 and offset // step < len(got):
