@@ -22,6 +22,8 @@ from fastbencode import bdecode  # type: ignore[attr-defined]  # 0.3.12: no __al
 
 from chisme.core.keys import ip_port_key
 from chisme.errors import ConfigError
+from chisme.frontends.http_server import Request, Response
+from chisme.frontends.http_tracker import FULL_SCRAPE_CACHE_S, HttpTracker
 from chisme.node import Node
 
 if TYPE_CHECKING:
@@ -255,6 +257,37 @@ async def test_full_scrape_only_when_enabled(node: NodeFactory, http: Http) -> N
         IH: {b"complete": 0, b"downloaded": 0, b"incomplete": 1},
         IH2: {b"complete": 1, b"downloaded": 0, b"incomplete": 0},
     }
+
+
+async def test_a_full_scrape_is_reused_for_a_while(node: NodeFactory) -> None:
+    """However often clients ask, the store is walked once per FULL_SCRAPE_CACHE_S."""
+    n = await node()
+    now = [100.0]
+    t = HttpTracker(n, n.config, n.tracker_access, n.metrics, n.store.keys,
+                    clock_s=lambda: now[0])
+
+    def full_scrape() -> dict[bytes, Any]:
+        reply = t.handle(Request(b"GET", b"/scrape", b"", {}, b"", "127.0.0.1", 1))
+        assert isinstance(reply, Response) and reply.status == 200
+        files: dict[bytes, Any] = bdecode(reply.body)[b"files"]
+        return files
+
+    n.tracker_announce(IH.hex(), key(7001), pid(1), seeder=False, stopped=False,
+                       completed=False, numwant=0)
+    assert set(full_scrape()) == {IH}
+    n.tracker_announce(IH2.hex(), key(7002), pid(2), seeder=True, stopped=False,
+                       completed=False, numwant=0)
+    now[0] += FULL_SCRAPE_CACHE_S - 0.1
+    assert set(full_scrape()) == {IH}  # the reply made 9.9 s ago
+    now[0] += 0.1
+    assert full_scrape() == {
+        IH: {b"complete": 0, b"downloaded": 0, b"incomplete": 1},
+        IH2: {b"complete": 1, b"downloaded": 0, b"incomplete": 0},
+    }
+    # a scrape that names its hashes is never cached
+    reply = t.handle(Request(b"GET", b"/scrape", b"info_hash=" + quote_from_bytes(IH2).encode(),
+                             {}, b"", "127.0.0.1", 1))
+    assert isinstance(reply, Response) and set(bdecode(reply.body)[b"files"]) == {IH2}
 
 
 # -- bad requests -----------------------------------------------------------------------

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Final, Protocol
 
@@ -44,6 +45,9 @@ BENCODE: Final = b"text/plain"
 """Content type of tracker replies (opentracker's and chihaya's; clients do not look at it)."""
 
 NOT_ALLOWED: Final = "info_hash not allowed on this tracker"
+FULL_SCRAPE_CACHE_S: Final = 10.0
+"""A full scrape's reply is reused this long: it walks every torrent held, so however often
+clients ask, the store is walked at most once per period."""
 MAX_OVERLAY_INFLIGHT: Final = 256
 """Announces of one front end waiting on the overlay at once; more are answered locally."""
 
@@ -138,11 +142,15 @@ class HttpTracker:
         access: AccessList,
         metrics: Metrics,
         torrents: Callable[[], Iterable[str]] | None = None,
+        *,
+        clock_s: Callable[[], float] = time.monotonic,
     ) -> None:
         """``torrents`` lists every info hash held; passing it enables full scrape."""
         self.service = service
         self.access = access
         self.torrents = torrents
+        self.clock_s = clock_s
+        self._full_scrape: tuple[float, bytes] | None = None  # (made at, reply)
         self.interval = config.announce_interval
         self.min_interval = config.min_announce_interval
         self.numwant_default = config.numwant_default
@@ -275,10 +283,16 @@ class HttpTracker:
         except TrackerRequestError as e:
             self._scrape_bad.inc()
             return self._failure(e.reason)
-        if not hashes:
+        full, now = not hashes, 0.0
+        if full:
             if self.torrents is None:
                 self._scrape_bad.inc()
                 return self._failure("full scrape is disabled: name an info_hash")
+            now = self.clock_s()
+            cached = self._full_scrape
+            if cached is not None and now - cached[0] < FULL_SCRAPE_CACHE_S:
+                self._scrape_ok.inc()
+                return Response(200, cached[1], BENCODE)
             hashes = [bytes.fromhex(ih) for ih in self.torrents() if _is_hex40(ih)]
         access = self.access
         if not access.open:
@@ -289,7 +303,10 @@ class HttpTracker:
             h: (c.seeders, c.downloaded, c.leechers)
             for h, c in zip(hashes, counts, strict=True)
         }
-        return Response(200, encode_scrape_reply(files), BENCODE)
+        body = encode_scrape_reply(files)
+        if full:
+            self._full_scrape = (now, body)
+        return Response(200, body, BENCODE)
 
 
 def _is_hex40(key: str) -> bool:
