@@ -110,7 +110,7 @@ async def test_status(api_node: Node, http) -> None:
     assert status["listeners"]["api"].endswith(f":{api(api_node)[1]}")
 
 
-async def test_metrics(node, http, exchange) -> None:
+async def test_metrics(node, http, exchange, wait_until) -> None:
     a: Node = await node()
     b: Node = await node()
     a.peers[:] = [b.node_address]
@@ -135,6 +135,8 @@ async def test_metrics(node, http, exchange) -> None:
     assert re.search(r'^chisme_messages_out_total\{protocol="v1",type="announce"\} [1-9]', text,
                      re.M)
     assert re.search(r'^chisme_gossip_bytes_total\{direction="out"\} [1-9]', text, re.M)
+    gossip_in = re.compile(r'^chisme_gossip_bytes_total\{direction="in"\} [1-9]', re.M)
+    await wait_until(lambda: bool(gossip_in.search(b.metrics.render().decode())), what="bytes in")
     assert 'chisme_lookup_seconds_bucket{le="+Inf"} 1.0' in text
     assert re.search(r'^chisme_rejected_messages_total\{reason="info_hash must be[^"]*",'
                      r'surface="api"\} 1.0', text, re.M)

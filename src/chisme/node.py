@@ -534,8 +534,9 @@ class Node:
 
     # -- node port (v1) -----------------------------------------------------------------
 
-    def handle_v1(self, msg: v1.Message, peer: str) -> bytes | None:
-        """Apply one decoded v1 message; return the reply bytes, if the message has one."""
+    def handle_v1(self, msg: v1.Message, peer: str, size: int = 0) -> bytes | None:
+        """Apply one decoded v1 message (``size`` bytes on the wire); return the reply bytes,
+        if the message has one."""
         now = self.clock()
         if isinstance(msg, v1.Lookup):
             self.metrics.messages_in.labels("v1", "lookup").inc()
@@ -545,6 +546,7 @@ class Node:
             return msgspec.json.encode(self.members()) + b"\n"
         kind = "announce" if isinstance(msg, v1.Announce) else "gossip"
         self.metrics.messages_in.labels("v1", kind).inc()
+        self.metrics.gossip_bytes.labels("in").inc(size)
         # v2 mode: what a node of the original design tells us first-hand becomes ours
         adopt = self.engine is not None
         records = msg.records

@@ -204,7 +204,7 @@ class StubService:
         self.rejects: list[tuple[str, str]] = []
         self.fail_with: Exception | None = None
 
-    def handle_v1(self, msg: v1.Message, peer: str) -> bytes | None:
+    def handle_v1(self, msg: v1.Message, peer: str, size: int = 0) -> bytes | None:
         assert peer.startswith("127.0.0.1:")
         self.seen.append(msg)
         if self.fail_with is not None:
@@ -283,7 +283,7 @@ async def test_a_client_that_never_reads_its_reply_is_cut_off(exchange, wait_unt
     aborts the connection after read_timeout_s, freeing its connection slot."""
     svc = StubService()
     big = b"[" + b'{"addr":"10.0.0.1:1"},' * (1 << 20) + b'{"addr":"10.0.0.1:1"}]\n'
-    svc.handle_v1 = lambda msg, peer: big if msg.info_hash == "big" else b"[]\n"  # type: ignore[method-assign]
+    svc.handle_v1 = lambda msg, peer, size=0: big if msg.info_hash == "big" else b"[]\n"  # type: ignore[method-assign]
     async with node_port(svc, max_connections=1, read_timeout_s=0.3) as addr:
         stuck = socket.socket()
         stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

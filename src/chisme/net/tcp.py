@@ -26,7 +26,9 @@ Upgrade = Callable[[asyncio.Transport, bytes], asyncio.Protocol]
 class V1Service(Protocol):
     """What the node port needs from the node: apply one message, maybe answer it."""
 
-    def handle_v1(self, msg: Message, peer: str) -> bytes | None: ...
+    def handle_v1(self, msg: Message, peer: str, size: int = 0) -> bytes | None:
+        """``size``: the bytes the message arrived in."""
+        ...
 
     def reject(self, surface: str, reason: str) -> None: ...
 
@@ -84,6 +86,7 @@ class _V1Connection(asyncio.Protocol):
         self.done = False
         self.counted = False
         self.first = True
+        self.received = 0  # bytes of the message so far
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -105,6 +108,7 @@ class _V1Connection(asyncio.Protocol):
             if magic and self.server.upgrade is not None and data[:1] == magic[:1]:
                 self._hand_over(data)
                 return
+        self.received += len(data)
         try:
             msg = self.reader.feed(data)
         except WireError as e:
@@ -147,7 +151,7 @@ class _V1Connection(asyncio.Protocol):
         assert self.transport is not None
         self.done = True
         try:
-            reply = self.server.service.handle_v1(msg, self.peer)
+            reply = self.server.service.handle_v1(msg, self.peer, self.received)
         except ChismeError as e:
             reason = getattr(e, "reason", str(e))
             self.server.service.reject("node", reason)
