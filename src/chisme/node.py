@@ -660,21 +660,31 @@ class Node:
         stopped: bool,
         completed: bool,
         numwant: int,
+        family_only: bool = False,
     ) -> TrackerAnswer | Awaitable[TrackerAnswer]:
         """Apply one BitTorrent announce; answer with a peer sample.
 
         Synchronous when the local store can answer; when it holds fewer than ``numwant``
         peers and the key was not completed from the overlay lately, returns an awaitable
         that also asks a few peers (short deadline), so a client's first announce already
-        sees peers that announced at other nodes moments ago.
+        sees peers that announced at other nodes moments ago. ``family_only``: peers of the
+        announcing address's family only (a UDP reply carries one family).
         """
+        family = _family(addr) if family_only else 0
         now = self.clock()
         if stopped:
             self.push_removal(info_hash, self.store.remove(info_hash, addr, now))
             c = self.store.counts(info_hash)
             return c.seeders, c.leechers, []
         answer = self.store.announce_sample(
-            info_hash, addr, now, peer_id=peer_id, seeder=seeder, want=numwant, rng=self.rng
+            info_hash,
+            addr,
+            now,
+            peer_id=peer_id,
+            seeder=seeder,
+            want=numwant,
+            rng=self.rng,
+            family=family,
         )
         if completed:
             self.store.count_completed(info_hash, self.node_id)
@@ -687,7 +697,7 @@ class Node:
             or not self._should_complete(info_hash, now)
         ):
             return answer
-        return self._complete_from_overlay(info_hash, addr, seeder, numwant, answer[2])
+        return self._complete_from_overlay(info_hash, addr, seeder, numwant, answer[2], family)
 
     def _should_complete(self, info_hash: str, now: int) -> bool:
         recent = self._recent_overlay_lookups
@@ -699,8 +709,14 @@ class Node:
         recent[info_hash] = now
         return True
 
-    async def _complete_from_overlay(
-        self, info_hash: str, addr: AddrKey, seeder: bool, numwant: int, peers: list[AddrKey]
+    async def _complete_from_overlay(  # noqa: PLR0917  (private, called once)
+        self,
+        info_hash: str,
+        addr: AddrKey,
+        seeder: bool,
+        numwant: int,
+        peers: list[AddrKey],
+        family: int,
     ) -> TrackerAnswer:
         answers = await self._ask_peers(info_hash, self.config.tracker_lookup_timeout_s)
         now = self.clock()
@@ -708,25 +724,42 @@ class Node:
             # v2: replication brings these within a gossip round. A v1 copy (origin 0, the
             # answering member's stamp) merged over a replicated record took it out of the
             # digests (anti-entropy re-sent its bucket every sync) until the copy expired.
-            more = [r.addr for rs in answers for r in rs if not r.tombstone and r.addr != addr]
+            more = [
+                r.addr
+                for rs in answers
+                for r in rs
+                if not r.tombstone and r.addr != addr and (not family or _family(r.addr) == family)
+            ]
             peers = list(dict.fromkeys([*peers, *more]))[:numwant]
             c = self.store.counts(info_hash)
             return c.seeders, c.leechers, peers
         for records in answers:  # what a peer knows is gossip we would get soon anyway
             self.store.merge(info_hash, records, now)
         peers = self.store.sample_peers(
-            info_hash, now, numwant, self.rng, exclude=addr, leechers_first=seeder
+            info_hash, now, numwant, self.rng, exclude=addr, leechers_first=seeder, family=family
         )
         c = self.store.counts(info_hash)
         return c.seeders, c.leechers, peers
 
     def tracker_peers(
-        self, info_hash: str, addr: AddrKey, *, seeder: bool, numwant: int
+        self,
+        info_hash: str,
+        addr: AddrKey,
+        *,
+        seeder: bool,
+        numwant: int,
+        family_only: bool = False,
     ) -> TrackerAnswer:
         """A peer sample from the local store only, writing nothing (a front end over its
         cap of overlay completions in flight answers with this)."""
         peers = self.store.sample_peers(
-            info_hash, self.clock(), numwant, self.rng, exclude=addr, leechers_first=seeder
+            info_hash,
+            self.clock(),
+            numwant,
+            self.rng,
+            exclude=addr,
+            leechers_first=seeder,
+            family=_family(addr) if family_only else 0,
         )
         c = self.store.counts(info_hash)
         return c.seeders, c.leechers, peers
@@ -775,6 +808,11 @@ class Node:
 
     def metrics_text(self) -> bytes:
         return self.metrics.render()
+
+
+def _family(addr: AddrKey) -> int:
+    """6 for an IPv6 key, else 4 (a tracker client's address is an IP key)."""
+    return 6 if isinstance(addr, bytes) and len(addr) == 18 else 4
 
 
 def _hostport(addr: tuple[str, int]) -> str:

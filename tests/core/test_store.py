@@ -697,6 +697,30 @@ def test_sample_peers_covers_the_swarm() -> None:
     assert max(seen.values()) < expected * 3
 
 
+def test_sample_peers_of_one_address_family() -> None:
+    """A UDP reply carries one family: a v6 client in a mostly-v4 swarm still gets every v6
+    peer, and a v4 client a full list of v4 ones (names are never in either)."""
+    store = Store(TTL)
+    v4 = [ip(i) for i in range(60)]
+    v6 = [bytes(15) + bytes([i]) + b"\x1a\xe1" for i in range(1, 6)]
+    for a in [*v4, *v6, "peer.example:6881"]:
+        store.announce(IH, a, NOW, seeder=a in v4[:20])
+    rng = random.Random(5)
+    for _ in range(20):
+        got6 = store.sample_peers(IH, NOW, 50, rng, exclude=v6[0], family=6)
+        assert sorted(got6) == sorted(v6[1:])
+        got4 = store.sample_peers(IH, NOW, 50, rng, exclude=v4[0], family=4)
+        assert len(got4) == 50 and set(got4) <= set(v4[1:]) and len(set(got4)) == 50
+        first = store.sample_peers(IH, NOW, 45, rng, leechers_first=True, family=4)
+        assert set(first[:40]) == set(v4[20:]) and set(first[40:]) <= set(v4[:20])
+    counts = store.announce_sample(IH, v6[1], NOW, peer_id=b"", seeder=False, want=50, rng=rng,
+                                   family=6)
+    assert counts[:2] == (20, 46) and sorted(counts[2]) == sorted([v6[0], *v6[2:]])
+    # the family counters follow deletes and tombstones
+    store.remove(IH, v6[0], NOW + 1)
+    assert sorted(store.sample_peers(IH, NOW + 1, 50, rng, family=6)) == sorted(v6[1:])
+
+
 # -- completed counters ------------------------------------------------------------------
 
 

@@ -419,10 +419,11 @@ _A = (KEYS[0], ADDRS[0], PIDS[1], False)
 
 
 @settings(max_examples=200, deadline=None)
-@example(local_origin=0, ops=[(1, *_A, 2, 0), (0, *_A, 3, 0)])  # a v1 copy, then our announce
-@example(local_origin=7, ops=[(0, *_A, 3, 0), (0, *_A, 3, 0), (0, *_A, 3, 100)])  # refreshes
+@example(local_origin=0, family=0, ops=[(1, *_A, 2, 0), (0, *_A, 3, 0)])  # v1 copy, then ours
+@example(local_origin=7, family=0, ops=[(0, *_A, 3, 0), (0, *_A, 3, 0), (0, *_A, 3, 100)])
 @given(
     local_origin=st.sampled_from([0, 7]),
+    family=st.sampled_from([0, 4, 6]),
     ops=st.lists(
         st.tuples(
             st.integers(0, 3),
@@ -437,7 +438,7 @@ _A = (KEYS[0], ADDRS[0], PIDS[1], False)
     ),
 )
 def test_announce_sample_is_announce_then_sample(
-    local_origin: int, ops: list[tuple[int, str, AddrKey, bytes, bool, int, int]]
+    local_origin: int, family: int, ops: list[tuple[int, str, AddrKey, bytes, bool, int, int]]
 ) -> None:
     """Two stores, one driven by ``announce_sample``, the other by ``announce``,
     ``sample_peers`` and ``counts``: same records, same replication changes, same answers
@@ -453,10 +454,12 @@ def test_announce_sample_is_announce_then_sample(
         now += dt * S
         if op == 0:
             got = fused.announce_sample(
-                key, addr, now, peer_id=pid, seeder=seeder, want=want, rng=rng_f
+                key, addr, now, peer_id=pid, seeder=seeder, want=want, rng=rng_f, family=family
             )
             plain.announce(key, addr, now, peer_id=pid, seeder=seeder)
-            peers = plain.sample_peers(key, now, want, rng_p, exclude=addr, leechers_first=seeder)
+            peers = plain.sample_peers(
+                key, now, want, rng_p, exclude=addr, leechers_first=seeder, family=family
+            )
             assert got == (*plain.counts(key)[:2], peers)
             assert addr not in peers
         elif op == 1:

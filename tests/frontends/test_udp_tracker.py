@@ -382,6 +382,27 @@ async def test_ipv6_replies_carry_18_byte_peers_capped_to_one_datagram(
         c.close()
 
 
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no ::1 on this machine")
+async def test_an_ipv6_client_gets_every_ipv6_peer_of_a_mostly_ipv4_swarm(
+    node: NodeFactory,
+) -> None:
+    """A UDP reply carries one family: the sample is drawn from the client's family, not
+    drawn from all and then filtered (which left ~1 of these 5 in a swarm of 200 IPv4)."""
+    n = await tracker(node, host="::1")
+    for port in range(7000, 7200):  # IPv4 peers, e.g. announced at another node or over HTTP
+        n.tracker_announce(IH.hex(), key(port), b"-qB4650-%012d" % port, seeder=False,
+                           stopped=False, completed=False, numwant=0)
+    c = await client(n)
+    try:
+        for port in range(8000, 8005):
+            await c.announce(port, numwant=1)
+        reply = await c.announce(8005, numwant=50)
+        assert sorted(reply.peers) == [key(p, LOCAL6) for p in range(8000, 8005)]
+        assert (reply.leechers, reply.seeders) == (206, 0)
+    finally:
+        c.close()
+
+
 async def test_a_connection_id_works_at_every_node_with_the_cluster_key(
     node: NodeFactory,
 ) -> None:

@@ -98,6 +98,8 @@ class Swarm:
         "long_pids",
         "meta",
         "min_seen",
+        "n4",
+        "n6",
         "n_leech",
         "seen",
         "tombs",
@@ -109,6 +111,8 @@ class Swarm:
         self.seen = array("q")
         self.meta = bytearray()  # _SLOT bytes per slot: origin, version, peer id
         self.n_leech = 0
+        self.n4 = 0  # slots whose address is a 6-byte (IPv4) key
+        self.n6 = 0  # ... an 18-byte (IPv6) key; the rest are host:port names
         self.min_seen = 1 << 62  # a lower bound of ``seen`` over the slots
         # addr -> (seen, origin, version)
         self.tombs: dict[AddrKey, tuple[int, int, int]] | None = None
@@ -198,6 +202,7 @@ class Swarm:
     ) -> None:
         i = len(self.addrs)
         self.addrs.append(addr)
+        self._count_family(addr, 1)
         if self.index is not None:
             self.index[addr] = i
         elif i >= _INDEX_MIN:
@@ -230,6 +235,7 @@ class Swarm:
         last = len(self.addrs) - 1
         self._swap(i, last)
         addr = self.addrs.pop()
+        self._count_family(addr, -1)
         self.seen.pop()
         del self.meta[last * _SLOT :]
         if self.index is not None:
@@ -238,6 +244,21 @@ class Swarm:
                 self.index = None
         if self.long_pids is not None:
             self.long_pids.pop(addr, None)
+
+    def _count_family(self, addr: AddrKey, by: int) -> None:
+        if isinstance(addr, bytes):
+            if len(addr) == 6:
+                self.n4 += by
+            else:
+                self.n6 += by
+
+    def others(self, family: int) -> int:
+        """Slots whose address is not of ``family`` (4 or 6; 0: none are)."""
+        if family == 4:
+            return len(self.addrs) - self.n4
+        if family == 6:
+            return len(self.addrs) - self.n6
+        return 0
 
     def stalest(self) -> int:
         """The slot with the smallest ``seen`` (O(n); only on eviction)."""
@@ -407,10 +428,11 @@ class Store:
         seeder: bool,
         want: int,
         rng: random.Random,
+        family: int = 0,
     ) -> tuple[int, int, list[AddrKey]]:
         """A tracker announce in one call: :meth:`announce` (this node's origin), then
-        :meth:`sample_peers` for it (never ``addr``; leechers first for a seeder) and the
-        swarm's counts. Returns ``(seeders, leechers, peers)``.
+        :meth:`sample_peers` for it (never ``addr``; leechers first for a seeder; only
+        ``family`` if given) and the swarm's counts. Returns ``(seeders, leechers, peers)``.
 
         The common announce is a refresh: a provider this node holds first-hand, unchanged
         but for its stamp. That one raises the slot's stamp and samples the swarm by the slot
@@ -425,7 +447,12 @@ class Store:
             else:
                 addrs = swarm.addrs
                 i = addrs.index(addr) if addr in addrs else None
-            if i is not None and (i >= swarm.n_leech) == seeder:
+            if (
+                i is not None
+                and (i >= swarm.n_leech) == seeder
+                # one family asked for: this path only if the swarm has no other
+                and (not family or (swarm.n4 if family == 4 else swarm.n6) == len(swarm.addrs))
+            ):
                 meta = swarm.meta
                 o = i * _SLOT
                 n = len(peer_id)
@@ -454,7 +481,9 @@ class Store:
                     )
                     return total - nl, nl, peers
         self.announce(info_hash, addr, now_ns, peer_id=peer_id, seeder=seeder)
-        peers = self.sample_peers(info_hash, now_ns, want, rng, exclude=addr, leechers_first=seeder)
+        peers = self.sample_peers(
+            info_hash, now_ns, want, rng, exclude=addr, leechers_first=seeder, family=family
+        )
         swarm = self._swarms.get(info_hash)
         if swarm is None:  # not held: ignored (a full swarm of fresher providers)
             return 0, 0, peers
@@ -875,10 +904,14 @@ class Store:
         *,
         exclude: AddrKey | None = None,
         leechers_first: bool = False,
+        family: int = 0,
     ) -> list[AddrKey]:
         """A random sample of at most ``want`` live peers, never ``exclude``.
 
-        ``leechers_first`` (for a seeder asking) takes leechers before seeders. O(want):
+        ``leechers_first`` (for a seeder asking) takes leechers before seeders. ``family``
+        (4 or 6) keeps the peers of that address family only, as a UDP tracker reply carries
+        one: the sample then takes as many more slots as the swarm holds of other families,
+        so it is as full as the family allows, in O(want + others). O(want) otherwise:
         the swarm's slot arrays are sampled by index, never scanned. While no slot of the
         swarm can be expired (``min_seen``, refreshed by the sweeper), the sample is a slice
         of the address list from a random start with a random stride (:func:`_sample_slots`),
@@ -888,16 +921,24 @@ class Store:
         swarm = self._swarms.get(info_hash)
         if swarm is None or want <= 0:
             return []
+        others = swarm.others(family)
+        take = want + others
         if swarm.min_seen >= now_ns - self.ttl_ns:  # every slot is live: the fast path
             skip = -1
             if exclude is not None:
                 found = swarm.find(exclude)
                 if found is not None:
                     skip = found
-            return _sample_live(swarm, want, skip, leechers_first, rng)
-        return self._sample_checked(
-            swarm, now_ns, want, rng, exclude=exclude, leechers_first=leechers_first
-        )
+            got = _sample_live(swarm, take, skip, leechers_first, rng)
+        else:
+            got = self._sample_checked(
+                swarm, now_ns, take, rng, exclude=exclude, leechers_first=leechers_first
+            )
+        if others:
+            width = 6 if family == 4 else 18
+            got = [a for a in got if isinstance(a, bytes) and len(a) == width]
+            del got[want:]
+        return got
 
     def _sample_checked(
         self,

@@ -69,10 +69,17 @@ class TrackerService(Protocol):
         stopped: bool,
         completed: bool,
         numwant: int,
+        family_only: bool = False,
     ) -> TrackerAnswer | Awaitable[TrackerAnswer]: ...
 
     def tracker_peers(
-        self, info_hash: str, addr: AddrKey, *, seeder: bool, numwant: int
+        self,
+        info_hash: str,
+        addr: AddrKey,
+        *,
+        seeder: bool,
+        numwant: int,
+        family_only: bool = False,
     ) -> TrackerAnswer: ...
 
     def tracker_scrape(self, info_hashes: Sequence[str]) -> list[Counts]: ...
@@ -321,9 +328,16 @@ def _is_hex40(key: str) -> bool:
 
 
 def apply_announce(
-    service: TrackerService, info_hash: str, addr: AddrKey, a: AnnounceRequest, numwant: int
+    service: TrackerService,
+    info_hash: str,
+    addr: AddrKey,
+    a: AnnounceRequest,
+    numwant: int,
+    *,
+    family_only: bool = False,
 ) -> TrackerAnswer | Awaitable[TrackerAnswer]:
-    """Hand one parsed announce (HTTP or UDP) to the node."""
+    """Hand one parsed announce (HTTP or UDP) to the node. ``family_only``: the reply carries
+    the client's address family only (UDP); HTTP replies carry both (``peers``, ``peers6``)."""
     event = a.event
     return service.tracker_announce(
         info_hash,
@@ -333,11 +347,18 @@ def apply_announce(
         stopped=event is Event.STOPPED,
         completed=event is Event.COMPLETED,
         numwant=numwant,
+        family_only=family_only,
     )
 
 
 def answer_locally(
-    service: TrackerService, info_hash: str, addr: AddrKey, a: AnnounceRequest, numwant: int
+    service: TrackerService,
+    info_hash: str,
+    addr: AddrKey,
+    a: AnnounceRequest,
+    numwant: int,
+    *,
+    family_only: bool = False,
 ) -> TrackerAnswer:
     """Apply an announce with no overlay completion and answer from the local store."""
     seeder = a.left == 0
@@ -346,7 +367,13 @@ def answer_locally(
     answer = apply_announce(service, info_hash, addr, a, 0)
     if not isinstance(answer, tuple):  # not with numwant=0, but never leave one unawaited
         close_awaitable(answer)
-    return service.tracker_peers(info_hash, addr, seeder=seeder, numwant=0 if stopped else numwant)
+    return service.tracker_peers(
+        info_hash,
+        addr,
+        seeder=seeder,
+        numwant=0 if stopped else numwant,
+        family_only=family_only,
+    )
 
 
 def close_awaitable(value: Awaitable[object]) -> None:

@@ -260,9 +260,10 @@ class UdpTracker(asyncio.DatagramProtocol):
         key = ip + data[96:98]  # BEP 15: the port, big-endian at offset 96, as in a compact key
         if self.overlay_inflight >= MAX_OVERLAY_INFLIGHT:
             self._overlay_over_cap.inc()
-            self._reply(answer_locally(self.service, info_hash, key, a, numwant), tid, v6, addr)
+            local = answer_locally(self.service, info_hash, key, a, numwant, family_only=True)
+            self._reply(local, tid, v6, addr)
             return
-        answer = apply_announce(self.service, info_hash, key, a, numwant)
+        answer = apply_announce(self.service, info_hash, key, a, numwant, family_only=True)
         if not isinstance(answer, tuple):  # an overlay completion to wait for
             self.overlay_inflight += 1
             self._overlay_awaited.inc()
