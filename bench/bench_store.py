@@ -122,13 +122,21 @@ def bench_ops(quick: bool) -> None:
     # reads, on keys with 100 providers (a popular torrent), 20% seeders
     big = new_store()
     read_keys = keys[: n_keys // 5]
+    held: list[tuple[str, bytes, bool]] = []
     for key in read_keys:
         for j in range(100):
-            big.announce(key, rng.randbytes(4) + b"\x1a\xe1", NOW - rng.randrange(60) * S,
-                         peer_id=pid, seeder=j % 5 == 0)
+            addr = rng.randbytes(4) + b"\x1a\xe1"
+            big.announce(key, addr, NOW - rng.randrange(60) * S, peer_id=pid, seeder=j % 5 == 0)
+            held.append((key, addr, j % 5 == 0))
     reads = 20_000 if quick else 100_000
     picks = [rng.choice(read_keys) for _ in range(reads)]
+    refreshes = [rng.choice(held) for _ in range(reads)]
     sample_rng = random.Random(2)
+
+    def announce_sample() -> None:  # the tracker's announce: a refresh, then 50 peers
+        for key, addr, seeder in refreshes:
+            big.announce_sample(key, addr, NOW, peer_id=pid, seeder=seeder, want=50,
+                                rng=sample_rng)
 
     def lookup() -> None:
         for key in picks:
@@ -146,6 +154,8 @@ def bench_ops(quick: bool) -> None:
     emit("store.sample_peers.want50", ops_per_s=f"{timed(reads, sample):.0f}", providers=100)
     emit("store.sample_peers.want50_leechers_first",
          ops_per_s=f"{timed(reads, sample_seeder):.0f}", providers=100)
+    emit("store.announce_sample.refresh_want50",
+         ops_per_s=f"{timed(reads, announce_sample):.0f}", providers=100)
 
     later = NOW + TTL + 61 * S  # every record of `big` expired
     sweep_n = big.num_records
