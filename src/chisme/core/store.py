@@ -450,8 +450,7 @@ class Store:
             if (
                 i is not None
                 and (i >= swarm.n_leech) == seeder
-                # one family asked for: this path only if the swarm has no other
-                and (not family or (swarm.n4 if family == 4 else swarm.n6) == len(swarm.addrs))
+                and not swarm.others(family)  # else: sample_peers filters the family
             ):
                 meta = swarm.meta
                 o = i * _SLOT
@@ -1137,7 +1136,7 @@ def _sample_slots(  # noqa: PLR0917  (positional: the tracker's hot path)
             got = addrs[first:end:step]
         else:
             got = addrs[first:hi:step]
-            wrapped = lo + start + len(got) * step - size
+            wrapped = first + len(got) * step - size
             got += addrs[wrapped : wrapped + (take - len(got)) * step : step]
     if skip >= 0:
         offset = (skip - lo - start) % size
