@@ -10,9 +10,10 @@ and announce at another); announce and scrape -> the node's tracker service; bad
   (research/trackers.md §8.3, as aquatic does);
 - anything else malformed from a sender whose connection id checks out: an error (action 3).
 
-The announce's IP field is never read (BEP 7); the reply's peers follow the request's family:
-6-byte IPv4 entries, or 18-byte IPv6 entries capped at :data:`~chisme.tracker.udp.MAX_PEERS_V6`
-so a reply fits one ~1,200-byte datagram.
+The announce's IP field is never read (BEP 7); the reply's peers follow the request's family,
+and are sampled from that family only (``family_only``): 6-byte IPv4 entries, or 18-byte IPv6
+entries capped at :data:`~chisme.tracker.udp.MAX_PEERS_V6` so a reply fits one ~1,200-byte
+datagram.
 
 An announce the local store cannot fill is completed from the overlay in a child task of the
 node (``spawn``); at most :data:`~chisme.frontends.http_tracker.MAX_OVERLAY_INFLIGHT` at once,
