@@ -716,9 +716,24 @@ def test_sample_peers_of_one_address_family() -> None:
     counts = store.announce_sample(IH, v6[1], NOW, peer_id=b"", seeder=False, want=50, rng=rng,
                                    family=6)
     assert counts[:2] == (20, 46) and sorted(counts[2]) == sorted([v6[0], *v6[2:]])
-    # the family counters follow deletes and tombstones
     store.remove(IH, v6[0], NOW + 1)
     assert sorted(store.sample_peers(IH, NOW + 1, 50, rng, family=6)) == sorted(v6[1:])
+
+
+def test_family_counts_follow_removals() -> None:
+    """A removed IPv4 peer stops counting as IPv4: otherwise an IPv6 peer that joins later
+    would pass for IPv4 (the sample trusts the counts to skip its family filter)."""
+    store = Store(TTL)
+    v6 = bytes(15) + b"\x01\x1a\xe1"
+    store.announce(IH, ip(1), NOW)
+    store.announce(IH, ip(2), NOW)
+    store.remove(IH, ip(1), NOW + 1)
+    store.announce(IH, v6, NOW + 2)
+    rng = random.Random(1)
+    assert store.sample_peers(IH, NOW + 2, 50, rng, family=4) == [ip(2)]
+    assert store.sample_peers(IH, NOW + 2, 50, rng, family=6) == [v6]
+    store.sweep_all(NOW + TTL + 2)  # ip(2) expires: no IPv4 peer is left
+    assert store.sample_peers(IH, NOW + TTL + 2, 50, rng, family=4) == []
 
 
 # -- completed counters ------------------------------------------------------------------

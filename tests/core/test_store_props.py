@@ -361,6 +361,12 @@ class StoreModel(RuleBasedStateMachine):
         for key in KEYS:
             live = [r for (k, _), r in snap.items() if k == key and not r.tombstone]
             assert sum(self.store.counts(key)[:2]) == len(live)
+            # the address-family counts a one-family sample relies on (Swarm.others)
+            v4 = sum(1 for r in live if isinstance(r.addr, bytes) and len(r.addr) == 6)
+            v6 = sum(1 for r in live if isinstance(r.addr, bytes) and len(r.addr) == 18)
+            swarm = self.store._swarms.get(key)
+            held = (swarm.n4, swarm.n6) if swarm is not None else (0, 0)
+            assert held == (v4, v6)
 
     @invariant()
     def tombstones_match(self) -> None:

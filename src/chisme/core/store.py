@@ -921,20 +921,25 @@ class Store:
         if swarm is None or want <= 0:
             return []
         others = swarm.others(family)
-        take = want + others
-        if swarm.min_seen >= now_ns - self.ttl_ns:  # every slot is live: the fast path
-            skip = -1
-            if exclude is not None:
-                found = swarm.find(exclude)
-                if found is not None:
-                    skip = found
-            got = _sample_live(swarm, take, skip, leechers_first, rng)
-        else:
-            got = self._sample_checked(
-                swarm, now_ns, take, rng, exclude=exclude, leechers_first=leechers_first
+        width = (6 if family == 4 else 18) if others else 0
+        if swarm.min_seen < now_ns - self.ttl_ns:  # some slot may be expired: check each
+            return self._sample_checked(
+                swarm,
+                now_ns,
+                want,
+                rng,
+                exclude=exclude,
+                leechers_first=leechers_first,
+                width=width,
+                spare=others,
             )
+        skip = -1  # every slot is live: the fast path
+        if exclude is not None:
+            found = swarm.find(exclude)
+            if found is not None:
+                skip = found
+        got = _sample_live(swarm, want + others, skip, leechers_first, rng)
         if others:
-            width = 6 if family == 4 else 18
             got = [a for a in got if isinstance(a, bytes) and len(a) == width]
             del got[want:]
         return got
@@ -948,8 +953,12 @@ class Store:
         *,
         exclude: AddrKey | None,
         leechers_first: bool,
+        width: int = 0,
+        spare: int = 0,
     ) -> list[AddrKey]:
-        """:meth:`sample_peers` of a swarm that may hold expired slots: each pick is checked."""
+        """:meth:`sample_peers` of a swarm that may hold expired slots: each pick is checked.
+        ``width`` (6 or 18) keeps only addresses of that length, tested before liveness, with
+        ``spare`` more picks per range for the slots of other families."""
         cutoff = now_ns - self.ttl_ns
         n = len(swarm.addrs)
         ranges = [(0, swarm.n_leech), (swarm.n_leech, n)] if leechers_first else [(0, n)]
@@ -962,15 +971,24 @@ class Store:
             size = hi - lo
             if size <= 0:
                 continue
-            if size <= need + 1:
+            if width and 2 * spare >= size:  # the family is the minority: list its slots
+                # (a name of that length is dropped below)
+                picks = [i for i in range(lo, hi) if len(addrs[i]) == width]
+                if len(picks) > need + 1:
+                    picks = rng.sample(picks, need + 1)
+                else:
+                    rng.shuffle(picks)
+            elif size <= need + 1 + spare:
                 picks = list(range(lo, hi))
                 rng.shuffle(picks)
             else:
-                picks = rng.sample(range(lo, hi), need + 1)
+                picks = rng.sample(range(lo, hi), need + 1 + spare)
             for i in picks:
                 if len(out) >= want:
                     break
                 a = addrs[i]
+                if width and not (isinstance(a, bytes) and len(a) == width):
+                    continue
                 if a != exclude and self._alive(seen[i], origin(i), cutoff, now_ns):
                     out.append(a)
         return out
