@@ -728,7 +728,7 @@ class Node:
                 r.addr
                 for rs in answers
                 for r in rs
-                if not r.tombstone and r.addr != addr and (not family or _family(r.addr) == family)
+                if not r.tombstone and r.addr != addr and (not family or _of_family(r.addr, family))
             ]
             peers = list(dict.fromkeys([*peers, *more]))[:numwant]
             c = self.store.counts(info_hash)
@@ -813,6 +813,11 @@ class Node:
 def _family(addr: AddrKey) -> int:
     """6 for an IPv6 key, else 4 (a tracker client's address is an IP key)."""
     return 6 if isinstance(addr, bytes) and len(addr) == 18 else 4
+
+
+def _of_family(addr: AddrKey, family: int) -> bool:
+    """An IP key of ``family`` (a ``host:port`` name is of neither)."""
+    return isinstance(addr, bytes) and len(addr) == (6 if family == 4 else 18)
 
 
 def _hostport(addr: tuple[str, int]) -> str:
