@@ -47,7 +47,8 @@ BENCODE: Final = b"text/plain"
 NOT_ALLOWED: Final = "info_hash not allowed on this tracker"
 FULL_SCRAPE_CACHE_S: Final = 10.0
 """A full scrape's reply is reused this long: it walks every torrent held, so however often
-clients ask, the store is walked at most once per period."""
+clients ask, the store is walked at most once per period (a reloaded allow/deny list also
+shows in it within the period)."""
 MAX_OVERLAY_INFLIGHT: Final = 256
 """Announces of one front end waiting on the overlay at once; more are answered locally."""
 
