@@ -441,12 +441,7 @@ class Store:
         """
         swarm = self._swarms.get(info_hash)
         if swarm is not None:
-            index = swarm.index  # Swarm.find, inlined: a call is 5 % of this path
-            if index is not None:
-                i = index.get(addr)
-            else:
-                addrs = swarm.addrs
-                i = addrs.index(addr) if addr in addrs else None
+            i = swarm.find(addr)
             if (
                 i is not None
                 and (i >= swarm.n_leech) == seeder

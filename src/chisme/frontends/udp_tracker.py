@@ -232,11 +232,7 @@ class UdpTracker(asyncio.DatagramProtocol):
 
     def _announce(self, req: UdpAnnounce, ip: bytes, addr: Any, data: bytes) -> None:
         connection_id, tid, a = req
-        # the cached verdict of _proven, looked up here: a call less per announce
-        window = int(self.clock_s()) // self._window_s
-        if self._proven_ids.get((connection_id, ip)) != window and not self._proven(
-            ip, connection_id
-        ):
+        if not self._proven(ip, connection_id):
             self._drop_bad_id.inc()
             return
         access = self.access
