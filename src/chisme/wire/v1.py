@@ -225,12 +225,25 @@ def _decode_json(decoder: msgspec.json.Decoder[_T], value: bytes, root_reason: s
     try:
         try:
             return decoder.decode(value)
-        except UnicodeDecodeError:
+        except (UnicodeDecodeError, msgspec.DecodeError):
+            # Invalid UTF-8 raises UnicodeDecodeError before msgspec 0.23 and DecodeError
+            # from 0.23 on. Go's encoding/json replaces each invalid byte with U+FFFD: when
+            # the bytes are not UTF-8, do that and decode again; otherwise the error stands.
+            if _is_utf8(value):
+                raise
             return decoder.decode(value.decode("utf-8", _GO_REPLACE))
     except msgspec.ValidationError as exc:
         raise WireError(_type_reason(str(exc), root_reason)) from exc
     except msgspec.DecodeError as exc:
         raise WireError(NOT_JSON) from exc
+
+
+def _is_utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _type_reason(msgspec_text: str, root_reason: str) -> str:
