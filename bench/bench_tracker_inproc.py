@@ -31,9 +31,9 @@ from urllib.parse import quote_from_bytes
 import uvloop
 
 import chisme
-from chisme.frontends.http_server import HttpServer, _HttpConnection
 from chisme.frontends.http_tracker import HttpTracker
 from chisme.frontends.udp_tracker import UdpTracker
+from chisme.net.http_server import HttpServer, _HttpConnection
 
 ANNOUNCE = struct.Struct(">QII20s20sqqqIIIiH")  # BEP 15
 PREFIXES = (b"-qB4650-", b"-TR4050-", b"-DE2110-", b"-lt0D80-")
@@ -76,7 +76,7 @@ def best_us(run: Callable[[int], None]) -> float:
 
 
 def bench_udp(node: chisme.Node, cfg: chisme.Config, pool: list[bytes]) -> float:
-    udp = UdpTracker(node, cfg, node.tracker_access, node.spawn, node.metrics)
+    udp = UdpTracker(node.tracker, cfg, node.spawn, node.metrics)
     udp.connection_made(_Sink())  # type: ignore[arg-type]
     addr = ("127.0.0.1", 40000)
     cid = udp.ids.issue(bytes([127, 0, 0, 1]), int(time.time()))
@@ -108,7 +108,7 @@ def bench_udp(node: chisme.Node, cfg: chisme.Config, pool: list[bytes]) -> float
 
 
 def bench_http(node: chisme.Node, cfg: chisme.Config, pool: list[bytes]) -> float:
-    tracker = HttpTracker(node, cfg, node.tracker_access, node.metrics)
+    tracker = HttpTracker(node.tracker, cfg, node.metrics)
     conn = _HttpConnection(HttpServer(tracker.handle, node.spawn))
     conn.connection_made(_Sink())  # type: ignore[arg-type]
     rng = random.Random(2)

@@ -9,30 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 import pytest
 
 from chisme import Config, Node
+from chisme.clock import Clock, ManualClock
 from chisme.net.tcp import split_host_port
+from chisme.tracker.types import AnnounceRequest, Event, TrackerAnswer
 
 DEADLINE_S = 10.0
 """How long a test waits for something that should happen at once (loopback, no load)."""
-
-
-class ManualClock:
-    """A clock tests move by hand: ``Node(clock=ManualClock(...))``. Integer nanoseconds."""
-
-    def __init__(self, now_ns: int | None = None) -> None:
-        self.now_ns = time.time_ns() if now_ns is None else now_ns
-
-    def __call__(self) -> int:
-        return self.now_ns
-
-    def advance(self, seconds: float) -> None:
-        self.now_ns += int(seconds * 1e9)
 
 
 def local_config(**overrides: Any) -> Config:
@@ -52,7 +40,7 @@ def local_config(**overrides: Any) -> Config:
 
 
 class NodeFactory(Protocol):
-    async def __call__(self, *, clock: Callable[[], int] | None = None, **overrides: Any) -> Node:
+    async def __call__(self, *, clock: Clock | None = None, **overrides: Any) -> Node:
         ...
 
 
@@ -61,11 +49,11 @@ async def node() -> AsyncIterator[NodeFactory]:
     """``await node(**config_overrides)`` starts a Node (stopped at the end of the test).
 
     Gossip tickers are slowed to an hour unless the test sets ``gossip_interval_s``, so tests
-    drive rounds by calling ``gossip_round()`` / ``sweep_round()`` themselves.
+    drive rounds themselves (``await push_round(node)``, ``node.store.sweep(...)``).
     """
     async with contextlib.AsyncExitStack() as stack:
 
-        async def make(*, clock: Callable[[], int] | None = None, **overrides: Any) -> Node:
+        async def make(*, clock: Clock | None = None, **overrides: Any) -> Node:
             overrides.setdefault("gossip_interval_s", 3600.0)
             overrides.setdefault("sweep_interval_s", 3600.0)
             cfg = local_config(**overrides)
@@ -73,6 +61,33 @@ async def node() -> AsyncIterator[NodeFactory]:
             return await stack.enter_async_context(n)
 
         yield make
+
+
+def tracker_announce(
+    node: Node,
+    info_hash: str,
+    addr: bytes,
+    peer_id: bytes = b"-qB4650-abcdefghijkl",
+    *,
+    seeder: bool = False,
+    event: Event = Event.NONE,
+    numwant: int | None = 50,
+) -> TrackerAnswer | Awaitable[TrackerAnswer]:
+    """A BitTorrent announce as the HTTP and UDP front ends hand it to the tracker service:
+    ``addr`` is the client's compact key (its source IP and the announced port)."""
+    a = AnnounceRequest(
+        bytes.fromhex(info_hash), peer_id.ljust(20, b"-")[:20], int.from_bytes(addr[-2:]),
+        0, 0, 0 if seeder else 1, event, numwant, True, True, None, None,
+    )
+    return node.tracker.announce(a, addr[:-2], surface="http")
+
+
+async def push_round(node: Node) -> int:
+    """One v1 full push of ``node`` (protocol v1), waited for until every message is sent."""
+    push = node.role.push  # type: ignore[attr-defined]
+    sent: int = push.round()
+    await node.transport.flush()  # type: ignore[attr-defined]
+    return sent
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import pytest
 from chisme import Client, Node
 from chisme.net import tcp
 from chisme.wire import v1
+from conftest import push_round
 
 IH = "3f2a" * 10
 P1 = "10.0.0.5:6881"
@@ -66,19 +67,19 @@ async def test_unknown_key_is_an_empty_array(api_node: Node, http) -> None:
 async def test_overlay_providers_ask_the_peers(node, http) -> None:
     a: Node = await node()
     b: Node = await node()
-    a.peers[:] = [b.node_address]
+    a.role.peers[:] = [b.node_address]
     await Client(b.node_address).announce(IH, P2)
     local = await http(api(a), "GET", f"/v1/providers/{IH}?local=1")
     assert local.body == b"[]\n"
     overlay = await http(api(a), "GET", f"/v1/providers/{IH}")
     assert [p["addr"] for p in body_json(overlay)] == [P2]  # type: ignore[union-attr]
-    assert "chisme_lookup_seconds_count 1.0" in a.metrics_text().decode()
+    assert "chisme_lookup_seconds_count 1.0" in a.metrics.render().decode()
 
 
 async def test_announce_and_remove(node, http, wait_until) -> None:
     a: Node = await node()
     b: Node = await node()
-    a.peers[:] = [b.node_address]
+    a.role.peers[:] = [b.node_address]
     r = await http(api(a), "POST", "/v1/announce",
                    json.dumps({"info_hash": IH, "addr": P2, "peer_id": "-TR3000-x"}).encode())
     assert r.status == 200
@@ -113,9 +114,9 @@ async def test_status(api_node: Node, http) -> None:
 async def test_metrics(node, http, exchange, wait_until) -> None:
     a: Node = await node()
     b: Node = await node()
-    a.peers[:] = [b.node_address]
+    a.role.peers[:] = [b.node_address]
     await a.announce(IH, P1)
-    await a.gossip_round()
+    await push_round(a)
     await a.lookup(IH)
     await exchange(a.node_address, b"nonsense", half_close=False)
     await http(api(a), "GET", "/v1/providers/a%20b")
@@ -140,7 +141,7 @@ async def test_metrics(node, http, exchange, wait_until) -> None:
     assert 'chisme_lookup_seconds_bucket{le="+Inf"} 1.0' in text
     assert re.search(r'^chisme_rejected_messages_total\{reason="info_hash must be[^"]*",'
                      r'surface="api"\} 1.0', text, re.M)
-    b_text = b.metrics_text().decode()
+    b_text = b.metrics.render().decode()
     assert 'chisme_messages_in_total{protocol="v1",type="gossip"} 1.0' in b_text
     assert 'chisme_messages_in_total{protocol="v1",type="lookup"} 1.0' in b_text
     assert re.search(r'^chisme_messages_in_total\{protocol="v1",type="announce"\} [1-9]', b_text,

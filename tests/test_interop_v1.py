@@ -26,6 +26,7 @@ import pytest
 from chisme import Client, Node
 from chisme.core.keys import parse_addr
 from chisme.core.records import Record
+from conftest import push_round
 
 IH = "3f2a" * 10
 T = 1_795_628_171_123_456_789  # 2026-11-25T17:36:11.123456789Z
@@ -83,7 +84,7 @@ async def go_peer() -> AsyncIterator[GoPeer]:
 
 @pytest.fixture
 def clock_t(clock):
-    clock.now_ns = T
+    clock.set_wall(T)
     return clock
 
 
@@ -103,7 +104,7 @@ def clock_t(clock):
 async def test_announce_push_is_what_go_encodes(
     node, clock, go_peer: GoPeer, wait_until, ns: int, text: str
 ) -> None:
-    clock.now_ns = ns
+    clock.set_wall(ns)
     n: Node = await node(clock=clock, peers=(go_peer.addr,))
     await n.announce(IH, "10.0.0.5:6881")
     await wait_until(lambda: len(go_peer.conns) == 1)
@@ -138,9 +139,9 @@ async def test_gossip_round_sends_one_message_per_key_per_connection(
     clock_t.advance(0.5)
     await n.announce(IH, "10.0.0.6:6881")
     await n.announce(ih2, "example.org:80")
-    n.peers[:] = [go_peer.addr]
+    n.role.peers[:] = [go_peer.addr]
 
-    assert await n.gossip_round() == 2
+    assert await push_round(n) == 2
     await wait_until(lambda: len(go_peer.conns) == 2)
     t_plus = "2026-11-25T17:36:11.623456789Z"
     expected = {

@@ -236,7 +236,7 @@ async def test_rejections_are_counted_by_reason_in_the_metrics_text(
                    half_close=False)
     await exchange(target.node_address, gossip_with('{"addr":"1.2.3.4:5"},' * 7 + '{"addr":""}'),
                    half_close=False)
-    text = target.metrics_text().decode()
+    text = target.metrics.render().decode()
     assert (
         'chisme_rejected_messages_total{reason="message is not a JSON object",surface="node"} 2.0'
         in text

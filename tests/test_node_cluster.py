@@ -10,7 +10,7 @@ pushes the whole live store, including records learnt from other nodes, so a rec
 any connected topology, one hop per round.
 
 Peers are wired after the nodes started, because ports are 0 (the OS picks them): ``peers``
-is the node's live bootstrap list. Rounds are driven by calling ``gossip_round()`` and
+is the node's live bootstrap list. Rounds are driven by calling ``push_round(node)`` and
 ``sweep_round()`` directly; one test relies on the ticker instead.
 """
 
@@ -26,6 +26,7 @@ import sys
 import pytest
 
 from chisme import Client, Node
+from conftest import push_round
 
 IH = "3f2a" * 10
 IH2 = "c0ffee" * 6
@@ -40,7 +41,7 @@ def has(node: Node, info_hash: str, addr: str) -> bool:
 
 def wire_all_to_all(*nodes: Node) -> None:
     for n in nodes:
-        n.peers[:] = [m.node_address for m in nodes if m is not n]
+        n.role.peers[:] = [m.node_address for m in nodes if m is not n]
 
 
 def sent(node: Node, kind: str) -> float:
@@ -56,7 +57,7 @@ async def test_announce_to_a_is_returned_by_c_after_one_gossip_round(node) -> No
     assert has(a, IH, P1)
     assert await Client(c.node_address).lookup(IH) == []
 
-    assert await a.gossip_round() == 2  # one key, two peers
+    assert await push_round(a) == 2  # one key, two peers
 
     # C's own store answers a v1 lookup (local only, as the seed) ...
     providers = await Client(c.node_address).lookup(IH)
@@ -94,15 +95,15 @@ async def test_own_announce_is_pushed_to_every_peer(node, wait_until) -> None:
 
 async def test_ring_forwards_what_a_node_learnt_second_hand(node) -> None:
     a, b, c = await node(), await node(), await node()
-    a.peers[:] = [b.node_address]
-    b.peers[:] = [c.node_address]
-    c.peers[:] = [a.node_address]
+    a.role.peers[:] = [b.node_address]
+    b.role.peers[:] = [c.node_address]
+    c.role.peers[:] = [a.node_address]
     await Client(a.node_address).announce(IH, P1)
 
-    await a.gossip_round()
+    await push_round(a)
     assert has(b, IH, P1)
     assert not has(c, IH, P1)
-    await b.gossip_round()  # B forwards what it learnt from A
+    await push_round(b)  # B forwards what it learnt from A
     assert has(c, IH, P1)
 
 
@@ -126,7 +127,7 @@ async def test_a_provider_that_stops_announcing_expires_everywhere_and_is_freed(
     await a.announce(IH, P1)  # P1 will stop announcing
     await a.announce(IH, P2)  # P2 keeps announcing
     await a.announce(IH2, P1)
-    await a.gossip_round()
+    await push_round(a)
     nodes = (a, b, c)
     assert all(n.store.num_records == 3 and n.store.num_keys == 2 for n in nodes)
 
@@ -140,22 +141,22 @@ async def test_a_provider_that_stops_announcing_expires_everywhere_and_is_freed(
         assert n.local_lookup(IH2) == []
         assert [p.addr for p in await n.lookup(IH)] == [P2]
         assert await Client(n.node_address).lookup(IH2) == []
-        assert await n.sweep_round() == 2  # memory: P1 under both keys
+        assert n.sweep_round() == 2  # memory: P1 under both keys
         assert (n.store.num_records, n.store.num_keys) == (1, 1)
         assert IH2 not in n.store
     # gossip cannot bring P1 back: nobody sends what is not live
-    await a.gossip_round()
-    await b.gossip_round()
+    await push_round(a)
+    await push_round(b)
     assert all(n.store.num_records == 1 for n in nodes)
 
     clock.advance(11)  # P2 stops too
     for n in nodes:
         assert await n.lookup(IH) == []
-        assert await n.sweep_round() == 1
+        assert n.sweep_round() == 1
         assert (n.store.num_records, n.store.num_keys) == (0, 0)
         assert n.store.snapshot() == {}
         assert n.metrics.expired._value.get() == 3
-        metrics = n.metrics_text().decode()
+        metrics = n.metrics.render().decode()
         assert "chisme_records 0.0" in metrics
         assert "chisme_keys 0.0" in metrics
 
@@ -164,7 +165,7 @@ async def test_expiry_with_the_real_clock_and_the_sweep_ticker(node, wait_until)
     nodes = [await node(ttl_s=1, sweep_interval_s=0.05) for _ in range(3)]
     wire_all_to_all(*nodes)
     await nodes[0].announce(IH, P1)
-    await nodes[0].gossip_round()
+    await push_round(nodes[0])
     assert all(n.store.num_records == 1 for n in nodes)
     await wait_until(
         lambda: all((n.store.num_records, n.store.num_keys) == (0, 0) for n in nodes),
@@ -186,22 +187,22 @@ async def test_a_restarted_node_gets_its_state_back_from_its_peers(
         await c.announce(IH2, P3)
         await wait_until(lambda: len(a.store.snapshot()) == len(c.store.snapshot()) == 3)
         for n in (a, b, c):
-            await n.gossip_round()
+            await push_round(n)
         before = b.store.snapshot()
         assert len(before) == 3
     # B is down: the others keep serving, its absence costs a failed send, not a stall
-    assert await a.gossip_round() == 4  # 2 keys x 2 peers attempted
+    assert await push_round(a) == 4  # 2 keys x 2 peers attempted
     assert a.metrics.send_failures.labels("PeerUnreachable")._value.get() >= 2
     assert sorted(p.addr for p in await a.lookup(IH)) == [P1, P2]
 
     # a new Node object on the same port, knowing its peers, starts empty ...
     async with Node(config(listen=b_addr, gossip_interval_s=3600)) as b2:
-        b2.peers[:] = [a.node_address, c.node_address]
+        b2.role.peers[:] = [a.node_address, c.node_address]
         assert b2.node_address == b_addr
         assert b2.store.num_records == 0
         # ... and one round of its peers brings everything back, stamps included
-        await a.gossip_round()
-        await c.gossip_round()
+        await push_round(a)
+        await push_round(c)
         assert b2.store.snapshot() == before
         assert sorted(p.addr for p in await Client(b_addr).lookup(IH)) == [P1, P2]
 
@@ -231,13 +232,13 @@ async def test_a_killed_process_restarted_on_its_port_gets_its_state_back(
     proc, b_addr = await _start_cli_node("--listen", "127.0.0.1:0",
                                          "--peer", a.node_address, "--peer", c.node_address)
     try:
-        a.peers[:] = [b_addr, c.node_address]
-        c.peers[:] = [a.node_address, b_addr]
+        a.role.peers[:] = [b_addr, c.node_address]
+        c.role.peers[:] = [a.node_address, b_addr]
         await a.announce(IH, P1, "from-a")
         await c.announce(IH2, P3)
         await Client(b_addr).announce(IH, P2)  # known to B only, until B gossips
         for n in (a, c):
-            await n.gossip_round()
+            await push_round(n)
 
         async def b_holds_both() -> bool:
             return sorted(p.addr for p in await Client(b_addr).lookup(IH)) == [P1, P2]
@@ -251,8 +252,8 @@ async def test_a_killed_process_restarted_on_its_port_gets_its_state_back(
         proc, again = await _start_cli_node("--listen", b_addr)
         assert again == b_addr
         assert await Client(b_addr).lookup(IH) == []  # a new process starts empty
-        await a.gossip_round()
-        await c.gossip_round()
+        await push_round(a)
+        await push_round(c)
         # everything A and C held comes back (P2 lived only in B's memory: it is gone)
         assert [(p.addr, p.peer_id) for p in await Client(b_addr).lookup(IH)] == [(P1, "from-a")]
         assert [p.addr for p in await Client(b_addr).lookup(IH2)] == [P3]
@@ -283,7 +284,7 @@ async def test_unreachable_and_silent_peers_never_stall_the_node(node) -> None:
     silent_srv = await asyncio.start_server(silent, "127.0.0.1", 0)
     garbage_srv = await asyncio.start_server(garbage, "127.0.0.1", 0)
     try:
-        a.peers[:] = [
+        a.role.peers[:] = [
             f"127.0.0.1:{closed.getsockname()[1]}",
             f"127.0.0.1:{silent_srv.sockets[0].getsockname()[1]}",
             f"127.0.0.1:{garbage_srv.sockets[0].getsockname()[1]}",
@@ -291,7 +292,7 @@ async def test_unreachable_and_silent_peers_never_stall_the_node(node) -> None:
         await a.announce(IH, P1)
         got = await a.lookup(IH)  # the silent peer times out; the answers that came are kept
         assert [p.addr for p in got] == [P1]
-        assert await a.gossip_round() == 3
+        assert await push_round(a) == 3
         failures = a.metrics.send_failures
         assert failures.labels("PeerUnreachable")._value.get() >= 1
         assert failures.labels("WireError")._value.get() >= 1
@@ -316,7 +317,7 @@ async def test_nodes_on_ipv6_loopback(node) -> None:
         pytest.skip("no IPv6 loopback")
     a, b = await node(listen="[::1]:0", api="[::1]:0"), await node(listen="[::1]:0")
     assert a.node_address.startswith("[::1]:")
-    a.peers[:] = [b.node_address]
+    a.role.peers[:] = [b.node_address]
     await Client(a.node_address).announce(IH, P3)
-    await a.gossip_round()
+    await push_round(a)
     assert [p.addr for p in await Client(b.node_address).lookup(IH)] == [P3]

@@ -27,8 +27,10 @@ from chisme.core.gossip import origin_id
 from chisme.core.keys import parse_addr
 from chisme.core.records import Record
 from chisme.net import tcp
+from chisme.tracker.types import Event
 from chisme.wire import v1, v2
 from chisme.wire.rfc3339 import format_rfc3339
+from conftest import tracker_announce
 
 if TYPE_CHECKING:
     from conftest import WaitUntil
@@ -72,8 +74,8 @@ async def cluster(start: Start, n: int, **overrides: Any) -> list[Node]:
 
 
 def states(node: Node) -> dict[str, str]:
-    """member id -> state, as ``node`` sees the cluster."""
-    return {x["id"]: x["state"] for x in node.members()}
+    """member id -> state, as ``node`` sees the cluster (the v1 peers it gossips to aside)."""
+    return {x["id"]: x["state"] for x in node.members() if x["state"] != "v1"}
 
 
 def all_alive(nodes: Sequence[Node]) -> bool:
@@ -104,12 +106,12 @@ async def test_five_nodes_from_one_seed_learn_each_other(
     nodes = await cluster(start, 5)
     await timed(wait_until, lambda: all_alive(nodes), "5 nodes from one seed: all alive everywhere")
     for n in nodes:
-        assert sorted(n.fanout_peers) == sorted(x.node_address for x in nodes if x is not n)
+        assert sorted(n.role.fanout()) == sorted(x.node_address for x in nodes if x is not n)
         assert n.status()["members_alive"] == 5
         rows = {x["id"]: x for x in n.members()}
         assert {rows[x.member_id]["addr"] for x in nodes} == {x.node_address for x in nodes}
     gauge = 'chisme_members{state="alive"} 5.0'
-    await wait_until(lambda: all(gauge in n.metrics_text().decode() for n in nodes),
+    await wait_until(lambda: all(gauge in n.metrics.render().decode() for n in nodes),
                      what="the members gauge")
 
 
@@ -171,7 +173,7 @@ async def test_a_node_started_before_its_seed_joins_when_the_seed_comes_up(
         _, _, port = _bind_pair(stack)
     seed_addr = f"127.0.0.1:{port}"
     early = await start(peers=(seed_addr,))
-    assert early.fanout_peers == []
+    assert early.role.fanout() == []
     seed = await start(listen=seed_addr)
     await timed(wait_until, lambda: all_alive([early, seed]),
                 "a node started before its seed: joined")
@@ -195,7 +197,7 @@ async def test_a_node_of_another_cluster_is_refused_and_does_not_join(
     await a.announce(IH, P1)
     await wait_until(lambda: addrs(b) == {P1}, what="the cluster still works")
     assert x.local_lookup(IH) == []
-    assert x.fanout_peers == []
+    assert x.role.fanout() == []
 
 
 # -- §3 dissemination: announces, removes, the TTL ---------------------------------------------
@@ -209,10 +211,8 @@ async def test_announces_at_one_node_reach_every_node(
     a, b, c = nodes[1], nodes[2], nodes[3]
     mine = await a.announce(IH, P1, "from-api")  # the embedding API
     await Client(b.node_address).announce(IH, P2, "from-v1")  # a v1 client
-    answer = c.tracker_announce(  # a BitTorrent client (HTTP/UDP front ends call this)
-        IH, parse_addr(P3), b"-qB4650-abcdefghijkl", seeder=True, stopped=False,
-        completed=False, numwant=50,
-    )
+    # a BitTorrent client (the HTTP/UDP front ends call the tracker service so)
+    answer = tracker_announce(c, IH, parse_addr(P3), b"-qB4650-abcdefghijkl", seeder=True)
     if not isinstance(answer, tuple):
         answer = await answer
     await timed(wait_until, lambda: all(addrs(n) == {P1, P2, P3} for n in nodes),
@@ -243,8 +243,7 @@ async def test_a_remove_spreads_as_a_tombstone(start: Start, wait_until: WaitUnt
         held = n.store.get(IH, parse_addr(P1))
         assert held is not None and held.tombstone and held.last_seen_ns == gone.last_seen_ns
     # a BitTorrent "stopped" at another node than the origin removes it too
-    stopped = b.tracker_announce(IH, parse_addr(P2), b"", seeder=False, stopped=True,
-                                 completed=False, numwant=0)
+    stopped = tracker_announce(b, IH, parse_addr(P2), event=Event.STOPPED, numwant=0)
     assert isinstance(stopped, tuple)
     await wait_until(lambda: all(addrs(n) == set() for n in nodes), what="the stopped event")
     assert all(n.store.num_tombstones == 2 for n in nodes)
@@ -349,8 +348,7 @@ async def test_a_tracker_announce_completed_from_the_overlay_keeps_replicas_in_s
     first = c.store.get(IH, parse_addr(P1))
     refreshed = await a.announce(IH, P1)  # a's stamp moves on; replicas keep theirs
     assert first is not None and refreshed.last_seen_ns > first.last_seen_ns
-    answer = c.tracker_announce(IH, parse_addr(P3), b"-qB4650-abcdefghijkl", seeder=False,
-                                stopped=False, completed=False, numwant=50)
+    answer = tracker_announce(c, IH, parse_addr(P3))
     assert not isinstance(answer, tuple)  # c held fewer than numwant: it asked the members
     got = await answer
     assert parse_addr(P1) in got[2]  # (seeders, leechers, peers)
@@ -358,7 +356,7 @@ async def test_a_tracker_announce_completed_from_the_overlay_keeps_replicas_in_s
     assert held is not None and held.origin == origin_id(a.member_id)
 
     def roots() -> set[int]:
-        return {n.engine.replicator.digest.root for n in nodes if n.engine is not None}
+        return {n.role.engine.replicator.digest.root for n in nodes if n.role.engine is not None}
 
     await wait_until(lambda: len(roots()) == 1 and all(P3 in addrs(n) for n in nodes),
                      what="identical digests on every node")

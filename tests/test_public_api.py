@@ -26,6 +26,7 @@ from chisme import (
     TrackerRequestError,
     WireError,
 )
+from chisme.wire import v1
 
 IH = "3f2a" * 10
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -123,10 +124,11 @@ async def test_node_library_calls(node) -> None:
     assert rec.last_seen_ns > 0
     (p,) = await n.lookup(IH)
     assert (p.addr, p.peer_id, p.seeder) == ("10.0.0.5:6881", "-qB4650-abc", True)
-    assert n.to_json(IH).startswith(b'[{"addr":"10.0.0.5:6881","peer_id":"-qB4650-abc",')
+    reply = v1.encode_providers(n.local_lookup(IH))
+    assert reply.startswith(b'[{"addr":"10.0.0.5:6881","peer_id":"-qB4650-abc",')
     tomb = await n.remove(IH, "10.0.0.5:6881")
     assert tomb.tombstone and tomb.last_seen_ns > rec.last_seen_ns
-    assert await n.lookup(IH) == [] and n.to_json(IH) == b"[]\n"
+    assert await n.lookup(IH) == [] and v1.encode_providers(n.local_lookup(IH)) == b"[]\n"
     # a later announce beats the tombstone: the provider is back
     await n.announce(IH, "10.0.0.5:6881")
     assert [q.addr for q in await n.lookup(IH)] == ["10.0.0.5:6881"]

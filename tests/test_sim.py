@@ -17,11 +17,13 @@ from typing import Any
 
 import pytest
 
+from chisme.cluster.v1 import V1Role
+from chisme.cluster.v2 import V2Role
 from chisme.core.gossip import Digest
 from chisme.core.records import FLAG_TOMBSTONE
 from chisme.errors import ConfigError
-from chisme.net.memory import Batch, MemoryNetwork, V1Codec, V2Codec
-from chisme.sim import S, SimConfig, Simulation, _V1Node, _V2Node, simulate
+from chisme.net.memory import Batch, MemoryNetwork, NodeCodec
+from chisme.sim import S, SimConfig, Simulation, simulate
 from chisme.wire import v1
 
 SMALL = SimConfig(nodes=24, keys=100, providers_per_key=10, duration_s=40, announce_rate=2)
@@ -58,7 +60,7 @@ class _Recorder:
 
 
 def _pair(loss: float = 0.0) -> tuple[MemoryNetwork, _Recorder, _Recorder]:
-    net = MemoryNetwork(V1Codec(), rng=random.Random(3), loss=loss, latency_ns=1000)
+    net = MemoryNetwork(NodeCodec(), rng=random.Random(3), loss=loss, latency_ns=1000)
     a, b = _Recorder(net), _Recorder(net)
     net.attach("10.0.0.1:7070", a)
     net.attach("10.0.0.2:7070", b)
@@ -84,7 +86,7 @@ def test_reliable_messages_arrive_in_order_and_are_counted_from_the_codec() -> N
 
 
 def test_unreliable_messages_are_lost_independently_and_still_counted() -> None:
-    net = MemoryNetwork(V2Codec(), rng=random.Random(5), loss=0.3)
+    net = MemoryNetwork(NodeCodec(), rng=random.Random(5), loss=0.3)
     a, b = _Recorder(net), _Recorder(net)
     net.attach("10.0.0.1:7070", a)
     net.attach("10.0.0.2:7070", b)
@@ -144,18 +146,18 @@ def test_v2_converges_every_announce_reaches_every_node() -> None:
     assert len(first) == 1000 + s["announces"]
     for i in range(1, SMALL.nodes):
         assert _replicated(sim, i) == first
-    roots = {n.engine.replicator.digest.root for n in sim.nodes if isinstance(n, _V2Node)}
+    roots = {n.role.engine.replicator.digest.root for n in sim.nodes if isinstance(n.role, V2Role)}
     assert len(roots) == 1
 
 
 def test_the_preloaded_digest_is_the_one_the_store_implies() -> None:
     sim = Simulation(replace(SMALL, nodes=6, keys=40))
     for node in sim.nodes:
-        assert isinstance(node, _V2Node)
+        assert isinstance(node.role, V2Role)
         fresh = Digest()
         for ih, rec in node.store.iter_all():
             fresh.on_change(ih, None, rec)
-        held = node.engine.replicator.digest
+        held = node.role.engine.replicator.digest
         assert (held.root, held.count, list(held.buckets)) == (
             fresh.root, fresh.count, list(fresh.buckets)
         )
@@ -204,7 +206,7 @@ def test_v2_costs_a_small_fraction_of_v1_on_the_same_workload() -> None:
     first = {(ih, a) for ih, a, *_ in _replicated(one, 0)}
     for i in range(1, cfg.nodes):
         assert {(ih, a) for ih, a, *_ in _replicated(one, i)} == first
-    assert all(isinstance(n, _V1Node) and len(n.peers) == 3 for n in one.nodes)
+    assert all(isinstance(n.role, V1Role) and len(n.role.peers) == 3 for n in one.nodes)
 
 
 def test_a_killed_node_is_declared_dead_by_every_survivor() -> None:
@@ -217,9 +219,9 @@ def test_a_killed_node_is_declared_dead_by_every_survivor() -> None:
     for i, node in enumerate(sim.nodes):
         if i in sim.killed:
             continue
-        assert isinstance(node, _V2Node)
+        assert isinstance(node.role, V2Role)
         for k in sim.killed:
-            member = node.engine.membership.get(sim.member_ids[k])
+            member = node.role.engine.membership.get(sim.member_ids[k])
             assert member is None or member.state.value == "dead"
 
 
@@ -306,8 +308,8 @@ def test_a_refresh_is_never_rumored_even_when_a_delta_carries_its_fresh_stamp() 
     sim = Simulation(replace(SMALL, nodes=30, keys=1000, duration_s=40, announce_rate=3))
     republished: list[tuple[str, int]] = []
     for node in sim.nodes:
-        assert isinstance(node, _V2Node)
-        rep = node.engine.replicator
+        assert isinstance(node.role, V2Role)
+        rep = node.role.engine.replicator
         held = {(ih, r.addr, r.origin, r.version) for ih, r in node.store.iter_all()}
         inner = rep.publish
 
@@ -336,8 +338,8 @@ def test_the_lease_holders_follow_membership_through_suspicions_and_deaths() -> 
     for i, node in enumerate(sim.nodes):
         if i in sim.killed:
             continue
-        assert isinstance(node, _V2Node)
-        engine = node.engine
+        assert isinstance(node.role, V2Role)
+        engine = node.role.engine
         scan = {
             origin_id(m.node_id)
             for m in engine.members()

@@ -6,6 +6,7 @@ Gauges about the store are read at scrape time through callbacks: counting costs
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 
 from prometheus_client import (
@@ -21,6 +22,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 # the *_created series only add noise to every counter
 disable_created_metrics()  # type: ignore[no-untyped-call]
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_INDEX_RE = re.compile(r"\[\d+\]")
 
 
 class Metrics:
@@ -116,8 +118,11 @@ class Metrics:
         self.tracker_leechers.set_function(leechers)
 
     def reject(self, surface: str, reason: str) -> None:
-        # the reason is a short stable sentence; keep label cardinality bounded
-        self.rejected.labels(surface, reason.split(":", 1)[0][:60]).inc()
+        """Count a rejected message by surface and reason. The reason is a short stable
+        sentence; "providers[7].addr: ..." counts as "providers[].addr", so a peer cannot mint
+        a label per index (label cardinality stays bounded)."""
+        reason = _INDEX_RE.sub("[]", reason.split(":", 1)[0][:60])
+        self.rejected.labels(surface, reason).inc()
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))

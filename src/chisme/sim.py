@@ -1,18 +1,18 @@
 """N chisme nodes in one process on the in-memory network, driving the production engines.
 
-``chisme simulate`` runs this. Each node is the same code a real node runs, driven on the
-virtual clock of :mod:`chisme.net.memory`:
+``chisme simulate`` runs this. Each node is the same code a real node runs: its store and
+its cluster role (:mod:`chisme.cluster`), attached to the memory network
+(:class:`~chisme.net.memory.MemoryTransport`) on its virtual clock:
 
-- **v2**: a :class:`~chisme.core.cluster.ClusterEngine` per node (SWIM membership, rumors,
-  digest anti-entropy, leases), ticked only at its ``next_deadline_ns`` (never on a fixed
-  step), every message measured by the real v2 codec; the store is swept every
-  ``sweep_interval_s`` (1 s, 2,000 keys a time, as ``Node.sweep_round``).
-- **v1**: what ``node.py`` does in v1 mode: every ``gossip_interval`` (8 s, +-10 % jitter) a
-  node sends :func:`~chisme.core.gossip.plan_full_push` (one v1 ``gossip`` message per live
-  key) to each of its static peers, a new announce is pushed to its peers as a v1
-  ``announce``, and what arrives is merged into the store (clamped, as ``handle_v1``); bytes
-  from :func:`chisme.wire.v1.encode_message`. One round to one peer travels as one
-  :class:`~chisme.net.memory.Batch` (node.py sends its messages concurrently).
+- **v2**: :class:`~chisme.cluster.v2.V2Role` (SWIM membership, rumors, digest anti-entropy,
+  leases), ticked only at its next deadline (never on a fixed step), every message measured
+  by the real v2 codec; the store is swept every ``sweep_interval_s`` (1 s, 2,000 keys a
+  time, as the node does).
+- **v1**: :class:`~chisme.cluster.v1.V1Role`, the original design's replication: every
+  ``gossip_interval`` (8 s, +-10 % jitter) a full push (one v1 ``gossip`` message per live
+  key) to each static peer, a new announce pushed to the peers as a v1 ``announce``, what
+  arrives merged (clamped); bytes from :func:`chisme.wire.v1.encode_message`. One round to one
+  peer travels as one :class:`~chisme.net.memory.Batch` (a node sends them concurrently).
 
 The cluster starts converged (the run measures steady state, not the initial fill): every
 record is announced at its home node through ``Store.announce`` and merged
@@ -36,27 +36,29 @@ import math
 import pickle
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from chisme.core.cluster import ClusterConfig, ClusterEngine
-from chisme.core.gossip import Digest, Out, plan_full_push, record_hash
+from chisme.cluster.role import QuietObserver
+from chisme.cluster.v1 import V1Role
+from chisme.cluster.v2 import V2Role
+from chisme.core.cluster import ClusterConfig
+from chisme.core.gossip import Digest, record_hash
 from chisme.core.keys import AddrKey
 from chisme.core.membership import Alive, MemberEvent, MemberState, suspicion_timeout_ns
 from chisme.core.records import FLAG_TOMBSTONE, Record
 from chisme.core.store import Store
 from chisme.errors import ConfigError
-from chisme.net.memory import Batch, MemoryNetwork, V1Codec, V2Codec
+from chisme.net.memory import WALL0_NS, MemoryNetwork, MemoryTransport, NetworkClock, NodeCodec
 from chisme.wire import v1
 
 S = 1_000_000_000
 MS = 1_000_000
-WALL0 = 1_790_000_000 * S
+WALL0 = WALL0_NS
 """Wall clock at virtual time 0 (record stamps are wall time; timers run on the virtual clock)."""
 
-_SWEEP_KEYS = 2_000  # Node.sweep_round
-_MIN_TICK_NS = 1 * MS  # an engine is not ticked twice within this (node.py waits >= 5 ms)
+_SWEEP_KEYS = 2_000  # the node's sweep: 2,000 keys a time
 _REFRESH_STEP_NS = 1 * S
 _HEAL_CHECK_NS = 250 * MS
 _REACH_BIN_NS = 50 * MS
@@ -175,116 +177,60 @@ def _stats(values: Sequence[float | None]) -> dict[str, float | None]:
 # -- the nodes --------------------------------------------------------------------------------
 
 
-class _V2Node:
-    """A v2 node: its ClusterEngine, ticked at its deadlines (as Node._engine_loop)."""
+class _Observer(QuietObserver):
+    """What the simulation watches of a node's role: its membership events."""
 
-    __slots__ = ("engine", "i", "net", "sim", "store")
+    __slots__ = ("i", "sim")
 
-    def __init__(self, sim: Simulation, i: int, engine: ClusterEngine) -> None:
+    def __init__(self, sim: Simulation, i: int) -> None:
         self.sim = sim
         self.i = i
-        self.engine = engine
-        self.store = engine.store
-        self.net = sim.net
 
-    def deliver(self, src: str, msg: object) -> None:
-        now = self.net.now_ns
-        self._flush(self.engine.on_message(src, msg, WALL0 + now, now), now)
-
-    def on_timer(self) -> None:
-        now = self.net.now_ns
-        self._flush(self.engine.tick(WALL0 + now, now), now + _MIN_TICK_NS)
-
-    def _flush(self, outs: list[Out], floor_ns: int) -> None:
-        net = self.net
-        i = self.i
-        for out in outs:
-            net.send(i, out.to, out.msg, out.reliable)
-        engine = self.engine
-        if engine.events:
-            self.sim.on_member_events(i, engine.events)
-            engine.events.clear()
-        net.set_timer(i, max(engine.next_deadline_ns(), floor_ns))
-
-    def poke(self) -> None:
-        """The store changed locally (announce, sweep): the engine may have work sooner."""
-        net = self.net
-        due = max(self.engine.next_deadline_ns(), net.now_ns)
-        if due < net.timer_of(self.i):
-            net.set_timer(self.i, due)
-
-    def announce(self, info_hash: str, addr: AddrKey, peer_id: bytes, seeder: bool) -> Record:
-        now = self.net.now_ns
-        rec = self.store.announce(info_hash, addr, WALL0 + now, peer_id=peer_id, seeder=seeder)
-        self.poke()
-        return rec
+    def member_events(self, events: Sequence[MemberEvent], counts: Mapping[str, int]) -> None:
+        self.sim.on_member_events(self.i, events)
 
 
-class _V1Node:
-    """A node of the seed design (node.py in v1 mode): full push to static peers."""
+class _Node:
+    """One node: its store and its cluster role (the node's own :mod:`chisme.cluster` roles)
+    on its attachment to the memory network. In v1 the attachment hands what arrives to the
+    role, then tells the simulation which tracked records arrived (v2 sees them through the
+    store's observer)."""
 
-    __slots__ = ("i", "net", "peers", "rng", "sim", "store")
+    __slots__ = ("clock", "i", "role", "sim", "store", "transport")
 
-    def __init__(self, sim: Simulation, i: int, store: Store, peers: list[str]) -> None:
+    def __init__(self, sim: Simulation, i: int, store: Store, transport: MemoryTransport) -> None:
         self.sim = sim
         self.i = i
         self.store = store
-        self.peers = peers
-        self.net = sim.net
-        self.rng = random.Random(sim.rng.getrandbits(64))
-
-    def next_round_ns(self) -> int:
-        cfg = self.sim.config
-        j = cfg.v1_jitter
-        return self.net.now_ns + int(cfg.v1_interval_s * (1 + self.rng.uniform(-j, j)) * S)
-
-    def on_timer(self) -> None:
-        """Node.gossip_round: every live key's providers, one message per key, to each peer."""
-        net = self.net
-        store = self.store
-        msgs = [
-            v1.Gossip(info_hash, records, store.downloaded_counters(info_hash), tombs)
-            for info_hash, records, tombs in plan_full_push(store, self.peers, WALL0 + net.now_ns)
-        ]
-        if msgs:
-            size = sum(len(v1.encode_message(m)) for m in msgs)
-            batch = Batch(tuple(msgs), size, len(msgs), "Gossip")
-            for peer in self.peers:
-                net.send(self.i, peer, batch, True)
-        net.set_timer(self.i, self.next_round_ns())
+        self.transport = transport
+        self.clock = NetworkClock(sim.net, WALL0)
+        self.role: V1Role | V2Role
 
     def deliver(self, src: str, msg: object) -> None:
-        """Node.handle_v1: merge gossip and announces (clamped: v1 stamps are remote clocks)."""
-        wall = WALL0 + self.net.now_ns
-        parts = msg.msgs if isinstance(msg, Batch) else (msg,)
+        self.role.deliver(src, msg)
         tracked = self.sim.tracked
-        for m in parts:
-            if not isinstance(m, v1.Gossip | v1.Announce):
-                continue
-            records = m.records
-            if isinstance(m, v1.Gossip) and m.removed:
-                records = [*records, *m.removed]
-            result = self.store.merge(m.info_hash, records, wall)
-            if tracked and result.changed:
-                for rec in result.changed:
-                    if (m.info_hash, rec.addr) in tracked and not rec.flags & FLAG_TOMBSTONE:
-                        self.sim.arrive(self.i, (m.info_hash, rec.addr))
+        if tracked and isinstance(msg, v1.Announce | v1.Gossip):
+            get = self.store.get
+            for rec in msg.records:
+                key = (msg.info_hash, rec.addr)
+                if key in tracked:
+                    held = get(*key)
+                    if held is not None and not held.flags & FLAG_TOMBSTONE:
+                        self.sim.arrive(self.i, key)
+
+    def on_timer(self) -> None:
+        self.role.on_timer()
 
     def poke(self) -> None:
-        pass
+        """The store changed here (a refresh, a sweep): the role may have work sooner."""
+        self.role.poke()
 
     def announce(self, info_hash: str, addr: AddrKey, peer_id: bytes, seeder: bool) -> Record:
-        """Node.announce: store it, push a v1 announce to every peer."""
-        net = self.net
-        rec = self.store.announce(info_hash, addr, WALL0 + net.now_ns, peer_id=peer_id,
+        """A provider announces here, as through the node's services."""
+        rec = self.store.announce(info_hash, addr, self.clock.wall_ns(), peer_id=peer_id,
                                   seeder=seeder)
-        msg = v1.Announce(info_hash, [rec])
-        for peer in self.peers:
-            net.send(self.i, peer, msg, True)
+        self.role.published(info_hash, rec)
         return rec
-
-
-_Node = _V1Node | _V2Node
 
 
 # -- the simulation -----------------------------------------------------------------------------
@@ -303,9 +249,8 @@ class Simulation:
         self.progress = progress
         self.rng = random.Random(config.seed)
         self.work_rng = random.Random(self.rng.getrandbits(64))
-        codec = V2Codec() if config.protocol == "v2" else V1Codec()
         self.net = MemoryNetwork(
-            codec,
+            NodeCodec(),
             rng=random.Random(self.rng.getrandbits(64)),
             latency_ns=int(config.latency_ms * MS),
             loss=config.loss,
@@ -375,25 +320,31 @@ class Simulation:
         started = time.perf_counter()
         n = cfg.nodes
         stores = [Store(self.ttl_ns) for _ in range(n)]
-        if cfg.protocol == "v2":
-            for i in range(n):
-                rng = random.Random(self.rng.getrandbits(64))
+        for i in range(n):
+            rng = random.Random(self.rng.getrandbits(64))
+            node = _Node(self, i, stores[i], MemoryTransport(self.net, self.addrs[i]))
+            node.transport.attach(node)
+            observer = _Observer(self, i)
+            if cfg.protocol == "v2":
                 seed = self.addrs[1 if i == 0 else 0]
-                engine = ClusterEngine(
-                    self.member_ids[i], self.addrs[i], stores[i], config=cfg.cluster, rng=rng,
-                    seeds=[seed],
+                node.role = V2Role(
+                    stores[i], node.transport, node.clock, rng, observer,
+                    member_id=self.member_ids[i], addr=self.addrs[i], seeds=[seed],
+                    config=cfg.cluster, v1_peers=[], v1_interval_s=cfg.v1_interval_s,
+                    v1_jitter=cfg.v1_jitter,
                 )
-                node: _Node = _V2Node(self, i, engine)
-                self.net.attach(self.addrs[i], node)
-                self.nodes.append(node)
-        else:
-            for i in range(n):
+            else:
                 others = [j for j in self.rng.sample(range(n), min(n, cfg.v1_peers + 2)) if j != i]
                 ring = (i + 1) % n  # a ring edge keeps the static peer graph connected
                 peers = [ring, *[j for j in others if j != ring]][: cfg.v1_peers]
-                node = _V1Node(self, i, stores[i], [self.addrs[j] for j in peers])
-                self.net.attach(self.addrs[i], node)
-                self.nodes.append(node)
+                # nodes started at different times: rounds at a random phase
+                node.role = V1Role(
+                    stores[i], node.transport, node.clock, rng, observer, node_id=self.addrs[i],
+                    peers=[self.addrs[j] for j in peers], interval_s=cfg.v1_interval_s,
+                    jitter=cfg.v1_jitter,
+                    first_round_ns=int(rng.random() * cfg.v1_interval_s * S),
+                )
+            self.nodes.append(node)
         self._preload(stores)
         if cfg.protocol == "v2":
             self._preload_members()
@@ -472,8 +423,8 @@ class Simulation:
         for info_hash, rec in stores[0].iter_all():
             digest.on_change(info_hash, None, rec)
         for s, obs, node in zip(stores, observers, self.nodes, strict=True):
-            assert isinstance(node, _V2Node)
-            _copy_digest(digest, node.engine.replicator.digest)
+            assert isinstance(node.role, V2Role)
+            _copy_digest(digest, node.role.engine.replicator.digest)
             s.observer = self._observer(node.i, obs)
 
     def _add_record(self, ih: str, addr: AddrKey, home: int, pid: bytes, seeder: bool) -> None:
@@ -502,9 +453,9 @@ class Simulation:
     def _preload_members(self) -> None:
         state = [Alive(m, a, 0) for m, a in zip(self.member_ids, self.addrs, strict=True)]
         for node in self.nodes:
-            assert isinstance(node, _V2Node)
-            node.engine.membership.merge_state(state, 0, rebroadcast=False)
-            node.engine.membership.drain_events()
+            assert isinstance(node.role, V2Role)
+            node.role.engine.membership.merge_state(state, 0, rebroadcast=False)
+            node.role.engine.membership.drain_events()
 
     # -- running --------------------------------------------------------------------------
 
@@ -513,10 +464,11 @@ class Simulation:
         net = self.net
         started = time.perf_counter()
         for i, node in enumerate(self.nodes):
-            if isinstance(node, _V2Node):
-                net.set_timer(i, 0)  # the first tick starts its timers, staggered
-            else:  # nodes started at different times: rounds at a random phase
-                net.set_timer(i, int(node.rng.random() * cfg.v1_interval_s * S))
+            # the nodes have been running: no join, their first tick arms their timers
+            if isinstance(node.role, V2Role):
+                net.set_timer(i, 0)
+            else:
+                node.role.start()
             phase = int(self.work_rng.random() * cfg.sweep_interval_s * S)
             net.call_at(phase, self._sweeper(i))
         net.call_at(0, self._refresh)
@@ -677,9 +629,9 @@ class Simulation:
 
     def _holds_dead(self, observer: int, subject: int) -> bool:
         node = self.nodes[observer]
-        if not isinstance(node, _V2Node):
+        if not isinstance(node.role, V2Role):
             return False
-        m = node.engine.membership.get(self.member_ids[subject])
+        m = node.role.engine.membership.get(self.member_ids[subject])
         return m is not None and m.state in (MemberState.DEAD, MemberState.LEFT)
 
     def _partition(self) -> None:
@@ -712,9 +664,9 @@ class Simulation:
         net.call_at(now, self._check_heal)
 
     def _holds_alive(self, observer: int, subject: int) -> bool:
-        node = self.nodes[observer]
-        assert isinstance(node, _V2Node)
-        m = node.engine.membership.get(self.member_ids[subject])
+        role = self.nodes[observer].role
+        assert isinstance(role, V2Role)
+        m = role.engine.membership.get(self.member_ids[subject])
         return m is not None and m.state in (MemberState.ALIVE, MemberState.SUSPECT)
 
     def _check_heal(self) -> None:
@@ -734,8 +686,8 @@ class Simulation:
         node, and the digest roots agree once the younger ones are taken out (XOR)."""
         roots: dict[int, int] = {}
         for i, node in enumerate(self.nodes):
-            if i not in self.killed and isinstance(node, _V2Node):
-                roots[i] = node.engine.replicator.digest.root
+            if i not in self.killed and isinstance(node.role, V2Role):
+                roots[i] = node.role.engine.replicator.digest.root
         for spread in self.tracked.values():
             if spread.t0 < since_ns:
                 return False
@@ -752,7 +704,7 @@ class Simulation:
             return self._separated[i] != self._separated[j]
         return False
 
-    def on_member_events(self, i: int, events: list[MemberEvent]) -> None:
+    def on_member_events(self, i: int, events: Sequence[MemberEvent]) -> None:
         """Membership events at node i: detection of kills, false deaths, healing."""
         now = self.net.now_ns
         index = self.index_of_member

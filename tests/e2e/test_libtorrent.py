@@ -173,7 +173,7 @@ async def test_two_sessions_meet_through_two_nodes(
     }
     node_a: Node = await node(**trackers)
     node_b: Node = await node(**trackers, peers=(node_a.node_address,))
-    node_a.peers.append(node_b.node_address)
+    node_a.role.peers.append(node_b.node_address)
     http_host, http_port = node_a.addresses["tracker_http"]
     udp_host, udp_port = node_b.addresses["tracker_udp"]
 
@@ -215,7 +215,7 @@ async def check_the_trackers(
     # Both announced where they were told to, and event=stopped reached both nodes.
     seeder = ip_port_key(bytes([127, 0, 0, 1]), transfer.seeder_port)
     leecher = ip_port_key(bytes([127, 0, 0, 1]), transfer.leecher_port)
-    text_a, text_b = node_a.metrics_text().decode(), node_b.metrics_text().decode()
+    text_a, text_b = node_a.metrics.render().decode(), node_b.metrics.render().decode()
     assert 'chisme_tracker_announces_total{outcome="ok",protocol="http"}' in text_a
     assert 'chisme_tracker_announces_total{outcome="ok",protocol="udp"}' in text_b
 

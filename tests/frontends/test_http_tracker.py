@@ -22,9 +22,10 @@ from fastbencode import bdecode  # type: ignore[attr-defined]  # 0.3.12: no __al
 
 from chisme.core.keys import ip_port_key
 from chisme.errors import ConfigError
-from chisme.frontends.http_server import Request, Response
 from chisme.frontends.http_tracker import FULL_SCRAPE_CACHE_S, HttpTracker
+from chisme.net.http_server import Request, Response
 from chisme.node import Node
+from conftest import push_round, tracker_announce
 
 if TYPE_CHECKING:
     from conftest import Http, HttpReply, NodeFactory, WaitUntil
@@ -263,8 +264,7 @@ async def test_a_full_scrape_is_reused_for_a_while(node: NodeFactory) -> None:
     """However often clients ask, the store is walked once per FULL_SCRAPE_CACHE_S."""
     n = await node()
     now = [100.0]
-    t = HttpTracker(n, n.config, n.tracker_access, n.metrics, n.store.keys,
-                    clock_s=lambda: now[0])
+    t = HttpTracker(n.tracker, n.config, n.metrics, full_scrape=True, clock_s=lambda: now[0])
 
     def full_scrape() -> dict[bytes, Any]:
         reply = t.handle(Request(b"GET", b"/scrape", b"", {}, b"", "127.0.0.1", 1))
@@ -272,11 +272,9 @@ async def test_a_full_scrape_is_reused_for_a_while(node: NodeFactory) -> None:
         files: dict[bytes, Any] = bdecode(reply.body)[b"files"]
         return files
 
-    n.tracker_announce(IH.hex(), key(7001), pid(1), seeder=False, stopped=False,
-                       completed=False, numwant=0)
+    tracker_announce(n, IH.hex(), key(7001), pid(1), numwant=0)
     assert set(full_scrape()) == {IH}
-    n.tracker_announce(IH2.hex(), key(7002), pid(2), seeder=True, stopped=False,
-                       completed=False, numwant=0)
+    tracker_announce(n, IH2.hex(), key(7002), pid(2), seeder=True, numwant=0)
     now[0] += FULL_SCRAPE_CACHE_S - 0.1
     assert set(full_scrape()) == {IH}  # the reply made 9.9 s ago
     now[0] += 0.1
@@ -326,7 +324,7 @@ async def test_bad_request_gets_a_failure_and_changes_nothing(
     assert await c.failure(target) == reason
     assert n.store.snapshot() == before
     assert peers_of(await c.announce(port=7002)) == [key(7001)]  # still served
-    text = n.metrics_text().decode()
+    text = n.metrics.render().decode()
     label = f'reason="{reason}",surface="tracker_http"'
     assert f"chisme_rejected_messages_total{{{label}}} 1.0" in text
     kind = "scrapes" if target.startswith("/scrape") else "announces"
@@ -351,7 +349,7 @@ async def test_metrics_count_announces_and_show_swarm_gauges(
     await c.announce(port=7002)
     await c.announce(info_hash=IH2, port=7003)
     await c.scrape(IH)
-    text = n.metrics_text().decode()
+    text = n.metrics.render().decode()
     assert 'chisme_tracker_announces_total{outcome="ok",protocol="http"} 3.0' in text
     assert 'chisme_tracker_scrapes_total{outcome="ok",protocol="http"} 1.0' in text
     assert "chisme_tracker_torrents 2.0" in text
@@ -424,21 +422,21 @@ async def test_allow_and_deny_lists_reload_when_files_change(
     denied = "/announce?" + query(info_hash=IH2, port=7001)
     assert await c.failure(denied) == "info_hash not allowed on this tracker"
     assert n.store.num_keys == 1
-    assert await n.tracker_access_round() is False  # nothing changed
+    assert n.access_files.reload() is False  # nothing changed
 
     allow.write_text(f"{IH.hex()}\n{IH2.hex()}\n")
     os.utime(allow, ns=(1, 1))  # a distinct mtime, whatever the file system's resolution
-    assert await n.tracker_access_round() is True
+    assert n.access_files.reload() is True
     await c.announce(info_hash=IH2, port=7001)
 
     deny.write_text(IH.hex().upper() + "\n")
     os.utime(deny, ns=(2, 2))
-    assert await n.tracker_access_round() is True
+    assert n.access_files.reload() is True
     assert await c.failure("/announce?" + query(port=7002)) == (
         "info_hash not allowed on this tracker"
     )
     assert IH not in (await c.scrape(IH, IH2))[b"files"]  # denied hashes are not scraped
-    text = n.metrics_text().decode()
+    text = n.metrics.render().decode()
     assert 'chisme_tracker_announces_total{outcome="denied",protocol="http"} 2.0' in text
 
 
@@ -450,16 +448,17 @@ async def test_a_bad_list_file_keeps_the_lists_in_force(
     n = await tracker(node, allow_list=str(allow))
     allow.write_text("not a hash\n")
     os.utime(allow, ns=(1, 1))
-    assert await n.tracker_access_round() is False
+    assert n.access_files.reload() is False
     c = Client(n, http)
     await c.announce(port=7001)
     assert await c.failure("/announce?" + query(info_hash=IH2)) == (
         "info_hash not allowed on this tracker"
     )
     allow.unlink()
-    assert await n.tracker_access_round() is False
+    assert n.access_files.reload() is False
     await c.announce(port=7002)
-    assert 'chisme_tracker_access_reloads_total{outcome="failed"} 2.0' in n.metrics_text().decode()
+    text = n.metrics.render().decode()
+    assert 'chisme_tracker_access_reloads_total{outcome="failed"} 2.0' in text
 
 
 async def test_a_bad_list_at_start_is_a_config_error(
@@ -483,8 +482,8 @@ async def test_sighup_reloads_the_lists(
         pytest.skip("no SIGHUP handler could be installed here")
     allow.write_text(IH2.hex() + "\n")  # the mtime may not even have changed: SIGHUP forces
     os.kill(os.getpid(), signal.SIGHUP)
-    await wait_until(lambda: n.tracker_access.permits(IH2), what="the SIGHUP reload")
-    assert not n.tracker_access.permits(IH)
+    await wait_until(lambda: n.access.permits(IH2), what="the SIGHUP reload")
+    assert not n.access.permits(IH)
     await Client(n, http).announce(info_hash=IH2)
 
 
@@ -495,7 +494,7 @@ async def cluster(node: NodeFactory) -> tuple[Node, Node]:
     """Nodes A and B, each the other's peer; gossip only when a test runs a round."""
     a = await tracker(node)
     b = await tracker(node, peers=(a.node_address,))
-    a.peers.append(b.node_address)
+    a.role.peers.append(b.node_address)
     return a, b
 
 
@@ -508,7 +507,7 @@ async def test_first_announce_at_b_sees_a_peer_that_announced_at_a(
     reply = await at_b.announce(port=7002)  # B holds nothing yet: the overlay completes it
     assert peers_of(reply) == [key(7001)]
     assert reply[b"incomplete"] >= 1
-    assert 'outcome="awaited",protocol="http"} 1.0' in b.metrics_text().decode()
+    assert 'outcome="awaited",protocol="http"} 1.0' in b.metrics.render().decode()
     assert peers_of(await at_a.announce(port=7001, left=0, numwant=5)) in ([], [key(7002)])
 
 
@@ -521,8 +520,8 @@ async def test_stopped_at_a_is_not_served_by_b(node: NodeFactory, http: Http) ->
     assert peers_of(await at_a.announce(port=7002)) == [key(7003)]
     # B holds nothing and asks A: A's live peers, not the one that stopped
     assert set(peers_of(await at_b.announce(port=7004))) == {key(7002), key(7003)}
-    await a.gossip_round()
-    await b.gossip_round()
+    await push_round(a)
+    await push_round(b)
     for _ in range(5):
         assert key(7001) not in peers_of(await at_b.announce(port=7005))
         assert key(7001) not in peers_of(await at_a.announce(port=7005))
@@ -534,6 +533,6 @@ async def test_stopped_at_a_removes_what_b_already_learned(node: NodeFactory, ht
     await at_a.announce(port=7001)
     assert peers_of(await at_b.announce(port=7002)) == [key(7001)]
     await at_a.announce(port=7001, event="stopped")
-    await a.gossip_round()
-    await b.gossip_round()
+    await push_round(a)
+    await push_round(b)
     assert key(7001) not in peers_of(await at_b.announce(port=7002))

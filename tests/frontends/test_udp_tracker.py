@@ -17,10 +17,10 @@ import pytest
 
 from chisme.core.keys import ip_port_key
 from chisme.errors import ConfigError
-from chisme.frontends.http_tracker import MAX_OVERLAY_INFLIGHT
 from chisme.frontends.udp_tracker import UdpTracker
 from chisme.node import Node
-from chisme.tracker.access import AccessList
+from chisme.service.tracker import MAX_OVERLAY_INFLIGHT
+from conftest import tracker_announce
 
 if TYPE_CHECKING:
     from conftest import NodeFactory
@@ -163,7 +163,7 @@ async def client(n: Node) -> UdpClient:
 
 
 def metric(n: Node, line: str) -> bool:
-    return line in n.metrics_text().decode()
+    return line in n.metrics.render().decode()
 
 
 # -- connect, announce, scrape -------------------------------------------------------------
@@ -390,8 +390,7 @@ async def test_an_ipv6_client_gets_every_ipv6_peer_of_a_mostly_ipv4_swarm(
     drawn from all and then filtered (which left ~1 of these 5 in a swarm of 200 IPv4)."""
     n = await tracker(node, host="::1")
     for port in range(7000, 7200):  # IPv4 peers, e.g. announced at another node or over HTTP
-        n.tracker_announce(IH.hex(), key(port), b"-qB4650-%012d" % port, seeder=False,
-                           stopped=False, completed=False, numwant=0)
+        tracker_announce(n, IH.hex(), key(port), b"-qB4650-%012d" % port, numwant=0)
     c = await client(n)
     try:
         for port in range(8000, 8005):
@@ -428,7 +427,7 @@ async def test_a_connection_id_works_at_every_node_with_the_cluster_key(
 async def cluster(node: NodeFactory) -> tuple[Node, Node]:
     a = await tracker(node)
     b = await tracker(node, peers=(a.node_address,))
-    a.peers.append(b.node_address)
+    a.role.peers.append(b.node_address)
     return a, b
 
 
@@ -452,19 +451,19 @@ async def test_first_announce_at_b_sees_a_peer_that_announced_at_a(node: NodeFac
 
 async def test_over_the_cap_answers_from_the_local_store(node: NodeFactory) -> None:
     a, b = await cluster(node)
-    front = UdpTracker(b, b.config, AccessList(), b.spawn, b.metrics)
+    front = UdpTracker(b.tracker, b.config, b.spawn, b.metrics)
     host, port = await front.start("127.0.0.1", 0)
     at_a, at_b = await client(a), await UdpClient.open((host, port))
     try:
         await at_b.connect()
         await at_a.announce(7001)
-        front.overlay_inflight = MAX_OVERLAY_INFLIGHT
+        b.tracker.overlay_inflight = MAX_OVERLAY_INFLIGHT
         reply = await at_b.announce(7002)
         assert reply == Announced(b.config.announce_interval, 1, 0, [])  # A's peer not asked
         assert b.store.get(IH.hex(), key(7002)) is not None  # but the announce was applied
         assert metric(b, 'chisme_tracker_overlay_completions_total{outcome="over_cap",'
                          'protocol="udp"} 1.0')
-        front.overlay_inflight = 0
+        b.tracker.overlay_inflight = 0
         assert (await at_b.announce(7003)).peers != []
     finally:
         at_a.close()

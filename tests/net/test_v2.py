@@ -23,7 +23,6 @@ from chisme import Client, Config, ConfigError, Node
 from chisme.core import gossip as g
 from chisme.core import membership as m
 from chisme.core.cluster import SwimPacket
-from chisme.core.gossip import Out
 from chisme.core.keys import parse_addr
 from chisme.core.records import Record
 from chisme.net import tcp
@@ -225,7 +224,7 @@ async def test_a_stream_that_does_not_start_with_a_hello_is_refused(
     async with raw_stream(a.node_address, first) as s:
         got = await s.rest()
     assert got == [v2.Hello(v2.VERSION, "chisme", a.member_id, a.node_address), v2.Error(reason)]
-    assert a.engine is not None and len(a.members()) == 1
+    assert a.role.engine is not None and len(a.members()) == 1
 
 
 @pytest.mark.parametrize("first", [v2.PREFACE, b"\x00chi", v2.PREFACE + b"\x00\x00"],
@@ -259,7 +258,7 @@ async def test_v1_is_served_on_the_port_while_v2_streams_are_open(
     a = await v2node()
     b = await v2node(peers=(a.node_address,))
     await wait_until(
-        lambda: len(a.fanout_peers) == len(b.fanout_peers) == 1,
+        lambda: len(a.role.fanout()) == len(b.role.fanout()) == 1,
         what="a and b to join (a stream and datagrams between them)",
     )
     streams = [await RawStream.open(a.node_address) for _ in range(3)]
@@ -335,6 +334,7 @@ class Endpoint:
     def __init__(self, tg: asyncio.TaskGroup, cluster: str = "chisme") -> None:
         self.got: list[tuple[str, object]] = []
         self.counts: dict[tuple[str, str], int] = {}
+        self.v1_peers: list[str] = []
         self.transport = V2Transport(
             cluster=cluster,
             member_id="endpoint.1",
@@ -345,6 +345,7 @@ class Endpoint:
             deliver=lambda src, msg: self.got.append((src, msg)),
             spawn=tg.create_task,
             count=self._count,
+            on_v1_peer=self.v1_peers.append,
         )
 
     def _count(self, direction: str, kind: str, n: int) -> None:
@@ -353,7 +354,7 @@ class Endpoint:
         )
 
     def send(self, to: str, msg: object) -> None:
-        self.transport.send(Out(to, msg, reliable=True))
+        self.transport.send(to, msg, True)
 
 
 @contextlib.asynccontextmanager
@@ -494,13 +495,13 @@ async def test_a_udp_port_taken_is_a_config_error(config: Callable[..., Config])
 async def test_a_seed_that_speaks_only_v1_is_named_as_such(
     config: Callable[..., Config], wait_until: WaitUntil, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A v2 dial to a node of the original design (or protocol v1) gets a v1 JSON error back:
-    the stream is dropped with a reason an operator can act on."""
+    """A v2 dial to a node that speaks v1 only (protocol v1) gets a v1 JSON error back: the
+    transport names the address as a v1 peer (the node then gossips to it in v1)."""
     async with Node(config(protocol="v1", api="")) as old, endpoint() as ep:
         with caplog.at_level(logging.INFO, logger="chisme.v2"):
             ep.send(old.node_address, g.SyncRoot(1, 0, 0))
-            await wait_until(lambda: ep.counts.get(("drop", "bad_frame")) == 1)
-        assert "answered in v1 JSON" in caplog.text
+            await wait_until(lambda: ep.v1_peers == [old.node_address])
+        assert "answered the v2 hello in v1 JSON" in caplog.text
         assert ep.got == []
 
 

@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 
 from chisme.errors import InvalidInput, TrackerRequestError
 from chisme.tracker.http import (
-    DEFAULT_NUMWANT,
     MAX_NUMWANT,
     MAX_SCRAPE_HASHES,
     encode_announce_reply,
@@ -102,7 +101,7 @@ def test_seeder_and_defaults() -> None:
     assert request.uploaded == 0 and request.downloaded == 0
     assert request.left == LEFT_UNKNOWN and not request.seeder  # missing left: a leecher
     assert request.event is Event.NONE
-    assert request.numwant == DEFAULT_NUMWANT
+    assert request.numwant is None  # no preference: the tracker's default applies
     assert request.compact is True  # BEP 23: compact by default
     assert request.no_peer_id is False
     assert request.key is None and request.trackerid is None
@@ -135,12 +134,12 @@ def test_events(value: bytes, event: Event) -> None:
         (b"201", MAX_NUMWANT),
         (b"1000", MAX_NUMWANT),
         (b"9" * 40, MAX_NUMWANT),
-        (b"-1", DEFAULT_NUMWANT),
-        (b"-" + b"9" * 40, DEFAULT_NUMWANT),
-        (b"", DEFAULT_NUMWANT),
+        (b"-1", None),
+        (b"-" + b"9" * 40, None),
+        (b"", None),
     ],
 )
-def test_numwant(value: bytes, numwant: int) -> None:
+def test_numwant(value: bytes, numwant: int | None) -> None:
     assert parse_announce_query(libtorrent_query(numwant=value)).numwant == numwant
 
 

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chisme.errors import TrackerRequestError
-from chisme.tracker.types import DEFAULT_NUMWANT, MAX_NUMWANT, AnnounceRequest, Event
+from chisme.tracker.types import MAX_NUMWANT, AnnounceRequest, Event
 from chisme.tracker.udp import (
     ANNOUNCE,
     CONNECT,
@@ -125,7 +125,7 @@ def test_announce_request() -> None:
             downloaded=2048,
             left=4096,
             event=Event.STARTED,
-            numwant=DEFAULT_NUMWANT,
+            numwant=None,
             compact=True,
             no_peer_id=True,
             key=0x0A1B2C3D,
@@ -149,9 +149,9 @@ def test_announce_bep41_options_are_ignored() -> None:
 @pytest.mark.parametrize(
     ("num_want", "numwant"),
     [
-        (-1, DEFAULT_NUMWANT),
-        (0, DEFAULT_NUMWANT),
-        (-(2**31), DEFAULT_NUMWANT),
+        (-1, None),
+        (0, None),
+        (-(2**31), None),
         (1, 1),
         (74, 74),
         (MAX_NUMWANT, MAX_NUMWANT),
@@ -159,7 +159,7 @@ def test_announce_bep41_options_are_ignored() -> None:
         (2**31 - 1, MAX_NUMWANT),
     ],
 )
-def test_announce_numwant(num_want: int, numwant: int) -> None:
+def test_announce_numwant(num_want: int, numwant: int | None) -> None:
     parsed = parse_udp_request(announce_packet(num_want=num_want))
     assert isinstance(parsed, UdpAnnounce)
     assert parsed.request.numwant == numwant
@@ -352,7 +352,7 @@ def test_announce_fields_round_trip(
     assert (request.info_hash, request.peer_id, request.port) == (info_hash, PEER_ID, port)
     assert (request.downloaded, request.left, request.uploaded) == counters
     assert (request.event, request.key) == (event, key)
-    assert request.numwant == (DEFAULT_NUMWANT if num_want <= 0 else min(num_want, MAX_NUMWANT))
+    assert request.numwant == (None if num_want <= 0 else min(num_want, MAX_NUMWANT))
 
 
 headers = st.builds(
@@ -381,4 +381,5 @@ def test_fuzz_parses_or_raises_tracker_error(data: bytes) -> None:
         assert all(len(item) == 20 for item in parsed.info_hashes)
     elif isinstance(parsed, UdpAnnounce):
         assert 1 <= parsed.request.port <= 65535
-        assert 1 <= parsed.request.numwant <= MAX_NUMWANT
+        numwant = parsed.request.numwant
+        assert numwant is None or 1 <= numwant <= MAX_NUMWANT

@@ -20,6 +20,10 @@ from chisme.errors import InvalidInput
 AddrKey = bytes | str
 """An address in its store form: 6 or 18 bytes for IPs, ``"name:port"`` for DNS names."""
 
+V4_MAPPED_PREFIX = bytes(10) + b"\xff\xff"
+"""The first 12 bytes of an IPv4-mapped IPv6 address (RFC 4291 §2.5.5.2, ``::ffff:0:0/96``):
+such an address is keyed as the IPv4 address it maps, so one peer has one key."""
+
 MAX_INFO_HASH_LEN = 128
 _INFO_HASH_RE = re.compile(r"[\x21-\x7e]{1,128}")
 _HOSTNAME_RE = re.compile(
@@ -52,7 +56,7 @@ def parse_port(value: object) -> int:
 
 def ip_port_key(packed_ip: bytes, port: int) -> bytes:
     """The compact key of a packed IPv4 (4 bytes) or IPv6 (16 bytes) address and a port."""
-    if len(packed_ip) == 16 and packed_ip[:12] == b"\x00" * 10 + b"\xff\xff":
+    if len(packed_ip) == 16 and packed_ip[:12] == V4_MAPPED_PREFIX:
         packed_ip = packed_ip[12:]  # IPv4-mapped IPv6: one peer, one key
     return packed_ip + port.to_bytes(2, "big")
 
@@ -106,3 +110,13 @@ def is_ipv4(key: AddrKey) -> bool:
 def is_ipv6(key: AddrKey) -> bool:
     """True for a compact IPv6 key (18 bytes)."""
     return isinstance(key, bytes) and len(key) == 18
+
+
+def family_of(key: AddrKey) -> int:
+    """6 for a compact IPv6 key, else 4 (a tracker client's address is an IP key)."""
+    return 6 if isinstance(key, bytes) and len(key) == 18 else 4
+
+
+def is_of_family(key: AddrKey, family: int) -> bool:
+    """A compact IP key of ``family`` (4 or 6); a ``host:port`` name is of neither."""
+    return isinstance(key, bytes) and len(key) == (6 if family == 4 else 18)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from chisme.core.keys import AddrKey, format_addr
+from chisme.errors import InvalidInput
 
 FLAG_SEEDER = 1
 """The provider has the whole content (BitTorrent ``left == 0``)."""
@@ -65,6 +66,15 @@ class Provider(NamedTuple):
     last_seen_ns: int
     peer_id: str = ""
     seeder: bool = False
+
+
+def parse_peer_id(text: str) -> bytes:
+    """A peer id given as text (API, CLI, library): its UTF-8 bytes, at most
+    :data:`MAX_PEER_ID_BYTES`, else :class:`InvalidInput`."""
+    pid = text.encode("utf-8")
+    if len(pid) > MAX_PEER_ID_BYTES:
+        raise InvalidInput(f"peer_id must be at most {MAX_PEER_ID_BYTES} bytes")
+    return pid
 
 
 def peer_id_text(peer_id: bytes) -> str:

@@ -15,43 +15,22 @@ same bytes as a v1 lookup reply (WIRE.md).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-from typing import Any, Protocol, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote
 
 import msgspec
 
-from chisme.core.records import Provider, Record
 from chisme.errors import ChismeError, InvalidInput
-from chisme.frontends.http_server import Request, Response
-from chisme.metrics import CONTENT_TYPE
+from chisme.metrics import CONTENT_TYPE, Metrics
+from chisme.net.http_server import Request, Response
+from chisme.service.providers import ProviderService
+from chisme.service.tracker import TrackerService
 from chisme.wire import v1
 
 JSON = b"application/json"
 _T = TypeVar("_T")
 _MAX_LIMIT = 10_000
-
-
-class ApiService(Protocol):
-    """What the API needs from the node."""
-
-    async def lookup(self, info_hash: str, limit: int = 0) -> list[Provider]: ...
-
-    def local_lookup(self, info_hash: str, limit: int = 0) -> list[Provider]: ...
-
-    async def announce(
-        self, info_hash: str, addr: str, peer_id: str = "", *, seeder: bool = False
-    ) -> Record: ...
-
-    async def remove(self, info_hash: str, addr: str) -> Record: ...
-
-    def status(self) -> dict[str, Any]: ...
-
-    def tracker_stats(self) -> dict[str, Any]: ...
-
-    def metrics_text(self) -> bytes: ...
-
-    def reject(self, surface: str, reason: str) -> None: ...
 
 
 class AnnounceBody(msgspec.Struct, forbid_unknown_fields=False):
@@ -87,20 +66,32 @@ def ok_json(value: Any, status: int = 200) -> Response:
 
 
 class ApiServer:
-    """Routes requests to the service. Sync routes answer at once; lookups are awaited."""
+    """Routes requests to the services. Sync routes answer at once; lookups are awaited."""
 
     error_response = staticmethod(error)  # the HTTP layer's own errors are JSON too
 
-    def __init__(self, service: ApiService) -> None:
-        self.service = service
+    def __init__(
+        self,
+        providers: ProviderService,
+        tracker: TrackerService,
+        status: Callable[[], dict[str, Any]],
+        metrics: Metrics,
+    ) -> None:
+        self.providers = providers
+        self.tracker = tracker
+        self.status = status
+        self.metrics = metrics
 
     def handle(self, req: Request) -> Response | Awaitable[Response]:
         try:
             return self._route(req)
         except ChismeError as e:
-            reason = getattr(e, "reason", str(e))
-            self.service.reject("api", reason)
-            return error(getattr(e, "status", 400), reason)
+            return self._error(e)
+
+    def _error(self, e: ChismeError) -> Response:
+        reason = getattr(e, "reason", str(e))
+        self.metrics.reject("api", reason)
+        return error(getattr(e, "status", 400), reason)
 
     def _route(self, req: Request) -> Response | Awaitable[Response]:
         path = req.path
@@ -112,21 +103,25 @@ class ApiServer:
         if path == b"/v1/announce":
             if req.method != b"POST":
                 return not_allowed("POST")
-            return self._announce(req)
+            a = _decode(req, AnnounceBody)
+            rec = self.providers.announce(a.info_hash, a.addr, a.peer_id, seeder=a.seeder)
+            return ok_json({"ok": True, "last_seen_ns": rec.last_seen_ns})
         if path == b"/v1/remove":
             if req.method != b"POST":
                 return not_allowed("POST")
-            return self._remove(req)
+            r = _decode(req, RemoveBody)
+            rec = self.providers.remove(r.info_hash, r.addr)
+            return ok_json({"ok": True, "removed_at_ns": rec.last_seen_ns})
         if req.method != b"GET":
             return not_allowed("GET")
         if path == b"/healthz":
             return ok_json({"status": "ok"})
         if path == b"/metrics":
-            return Response(200, self.service.metrics_text(), CONTENT_TYPE.encode())
+            return Response(200, self.metrics.render(), CONTENT_TYPE.encode())
         if path == b"/v1/status":
-            return ok_json(self.service.status())
+            return ok_json(self.status())
         if path == b"/v1/stats":
-            return ok_json(self.service.tracker_stats())
+            return ok_json(self.tracker.stats())
         return error(404, "no such endpoint")
 
     def _providers(self, info_hash: str, query: bytes) -> Response | Awaitable[Response]:
@@ -136,46 +131,16 @@ class ApiServer:
             raise InvalidInput(f"limit must be in 0-{_MAX_LIMIT}")
         local = params.get("local", ["0"])[-1] in ("1", "true", "yes")
         if local:
-            providers = self.service.local_lookup(info_hash, limit)
+            providers = self.providers.local_lookup(info_hash, limit)
             return Response(200, v1.encode_providers(providers), JSON)
         return self._overlay_lookup(info_hash, limit)
 
     async def _overlay_lookup(self, info_hash: str, limit: int) -> Response:
         try:
-            providers = await self.service.lookup(info_hash, limit)
+            providers = await self.providers.lookup(info_hash, limit)
         except ChismeError as e:
-            reason = getattr(e, "reason", str(e))
-            self.service.reject("api", reason)
-            return error(400, reason)
+            return self._error(e)
         return Response(200, v1.encode_providers(providers), JSON)
-
-    def _announce(self, req: Request) -> Awaitable[Response]:
-        body = _decode(req, AnnounceBody)
-        return self._do_announce(body)
-
-    async def _do_announce(self, body: AnnounceBody) -> Response:
-        try:
-            rec = await self.service.announce(
-                body.info_hash, body.addr, body.peer_id, seeder=body.seeder
-            )
-        except ChismeError as e:
-            reason = getattr(e, "reason", str(e))
-            self.service.reject("api", reason)
-            return error(400, reason)
-        return ok_json({"ok": True, "last_seen_ns": rec.last_seen_ns}, 200)
-
-    def _remove(self, req: Request) -> Awaitable[Response]:
-        body = _decode(req, RemoveBody)
-        return self._do_remove(body)
-
-    async def _do_remove(self, body: RemoveBody) -> Response:
-        try:
-            rec = await self.service.remove(body.info_hash, body.addr)
-        except ChismeError as e:
-            reason = getattr(e, "reason", str(e))
-            self.service.reject("api", reason)
-            return error(400, reason)
-        return ok_json({"ok": True, "removed_at_ns": rec.last_seen_ns})
 
 
 def _decode(req: Request, kind: type[_T]) -> _T:

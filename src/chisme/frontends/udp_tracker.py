@@ -7,7 +7,7 @@ and announce at another); announce and scrape -> the node's tracker service; bad
 - under 16 bytes (no transaction id): dropped silently;
 - a connection id that does not check out for the packet's source: dropped silently and
   counted, never answered, so a spoofed source cannot turn us into a reflector
-  (research/trackers.md §8.3, as aquatic does);
+  (as aquatic does);
 - anything else malformed from a sender whose connection id checks out: an error (action 3).
 
 The announce's IP field is never read (BEP 7); the reply's peers follow the request's family,
@@ -15,9 +15,9 @@ and are sampled from that family only (``family_only``): 6-byte IPv4 entries, or
 entries capped at :data:`~chisme.tracker.udp.MAX_PEERS_V6` so a reply fits one ~1,200-byte
 datagram.
 
-An announce the local store cannot fill is completed from the overlay in a child task of the
-node (``spawn``); at most :data:`~chisme.frontends.http_tracker.MAX_OVERLAY_INFLIGHT` at once,
-further ones are answered from the local store at once.
+An announce the local store cannot fill may be completed from the overlay by the tracker
+service (:mod:`chisme.service.tracker`); the reply then goes out from a child task of the
+node (``spawn``).
 """
 
 from __future__ import annotations
@@ -27,26 +27,17 @@ import contextlib
 import logging
 import os
 import socket
-import struct
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, cast
 
 from chisme.config import Config
 from chisme.errors import ConfigError
-from chisme.frontends.http_tracker import (
-    MAX_OVERLAY_INFLIGHT,
-    NOT_ALLOWED,
-    ClientAddresses,
-    TrackerService,
-    answer_locally,
-    apply_announce,
-    close_awaitable,
-)
 from chisme.metrics import Metrics
-from chisme.tracker.access import AccessList
+from chisme.net.addresses import ClientAddresses
+from chisme.service.tracker import NOT_ALLOWED, TrackerService
 from chisme.tracker.connid import ConnectionIds
-from chisme.tracker.types import DEFAULT_NUMWANT, TrackerAnswer
+from chisme.tracker.types import TrackerAnswer
 from chisme.tracker.udp import (
     ANNOUNCE,
     MAX_PEERS_V6,
@@ -66,7 +57,6 @@ from chisme.tracker.udp import (
 log = logging.getLogger("chisme.tracker")
 
 _MAX_PROVEN_IDS = 65_536
-_NUM_WANT = struct.Struct(">i")  # BEP 15: an announce's num_want is the i32 at offset 92
 
 Spawn = Callable[[Coroutine[Any, Any, None]], object]
 
@@ -82,26 +72,20 @@ class UdpTracker(asyncio.DatagramProtocol):
         self,
         service: TrackerService,
         config: Config,
-        access: AccessList,
         spawn: Spawn,
         metrics: Metrics,
         *,
         clock_s: Callable[[], float] = time.time,
     ) -> None:
         self.service = service
-        self.access = access
+        self.metrics = metrics
         self.spawn = spawn
         self.clock_s = clock_s
         self.ids = ConnectionIds(config.connection_id_key.encode("utf-8"))
         self._window_s = self.ids.window_s
         self._proven_ids: dict[tuple[int, bytes], int] = {}  # (id, client) -> window checked
         self.interval = config.announce_interval
-        self.numwant_default = config.numwant_default
-        self.numwant_max = config.numwant_max
-        self._numwant_cap6 = min(config.numwant_max, MAX_PEERS_V6)
-        self._own_default = config.numwant_default != DEFAULT_NUMWANT
         self.addresses = ClientAddresses()
-        self.overlay_inflight = 0
         self.transport: asyncio.DatagramTransport | None = None
         self._outbox: list[tuple[bytes, Any]] = []
         a, s, d = metrics.announces, metrics.scrapes, metrics.udp_dropped
@@ -115,8 +99,6 @@ class UdpTracker(asyncio.DatagramProtocol):
         self._drop_short = d.labels("short")
         self._drop_bad_id = d.labels("bad_connection_id")
         self._drop_bad_source = d.labels("bad_source")
-        self._overlay_awaited = metrics.tracker_overlay.labels("udp", "awaited")
-        self._overlay_over_cap = metrics.tracker_overlay.labels("udp", "over_cap")
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Bind and serve; returns the bound (host, port). A port in use or an address not on
@@ -162,7 +144,7 @@ class UdpTracker(asyncio.DatagramProtocol):
                 self._bad_request(e, ip, data, addr)
                 return
             if isinstance(req, UdpAnnounce):
-                self._announce(req, ip, addr, data)
+                self._announce(req, ip, addr)
             elif isinstance(req, UdpConnect):
                 self._connects.inc()
                 issued = self.ids.issue(ip, int(self.clock_s()))
@@ -224,51 +206,36 @@ class UdpTracker(asyncio.DatagramProtocol):
                 self._announce_bad.inc()
             elif action == SCRAPE:
                 self._scrape_bad.inc()
-            self.service.reject("tracker_udp", e.reason)
+            self.metrics.reject("tracker_udp", e.reason)
             self._errors.inc()
             self._send(encode_error(e.transaction_id, e.reason), addr)
         else:
             self._drop_bad_id.inc()
 
-    def _announce(self, req: UdpAnnounce, ip: bytes, addr: Any, data: bytes) -> None:
+    def _announce(self, req: UdpAnnounce, ip: bytes, addr: Any) -> None:
         connection_id, tid, a = req
         if not self._proven(ip, connection_id):
             self._drop_bad_id.inc()
             return
-        access = self.access
-        if not access.open and not access.permits(a.info_hash):
+        service = self.service
+        if not service.permits(a.info_hash):
             self._announce_denied.inc()
             self._errors.inc()
             self._send(encode_error(tid, NOT_ALLOWED), addr)
             return
         v6 = len(ip) == 16
-        numwant = a.numwant
-        if (
-            numwant == DEFAULT_NUMWANT
-            and self._own_default
-            and _NUM_WANT.unpack_from(data, 92)[0] <= 0
-        ):
-            numwant = self.numwant_default  # the codec maps "no preference" (<= 0) to 50
-        cap = self._numwant_cap6 if v6 else self.numwant_max
-        if numwant > cap:  # noqa: PLR1730  (min() costs a call on the hot path)
-            numwant = cap
         self._announce_ok.inc()
-        info_hash = a.info_hash.hex()
-        key = ip + data[96:98]  # BEP 15: the port, big-endian at offset 96, as in a compact key
-        if self.overlay_inflight >= MAX_OVERLAY_INFLIGHT:
-            self._overlay_over_cap.inc()
-            local = answer_locally(self.service, info_hash, key, a, numwant, family_only=True)
-            self._reply(local, tid, v6, addr)
-            return
-        answer = apply_announce(self.service, info_hash, key, a, numwant, family_only=True)
+        # an IPv6 reply fits MAX_PEERS_V6 peers in one datagram
+        answer = service.announce(
+            a, ip, surface="udp", family_only=True, max_peers=MAX_PEERS_V6 if v6 else 1 << 30
+        )
         if not isinstance(answer, tuple):  # an overlay completion to wait for
-            self.overlay_inflight += 1
-            self._overlay_awaited.inc()
             try:
                 self.spawn(self._finish(answer, tid, v6, addr))
             except RuntimeError:  # the node is shutting down
-                self.overlay_inflight -= 1
-                close_awaitable(answer)
+                close = getattr(answer, "close", None)
+                if callable(close):
+                    close()
             return
         self._reply(answer, tid, v6, addr)
 
@@ -280,8 +247,6 @@ class UdpTracker(asyncio.DatagramProtocol):
         except Exception:
             log.exception("bug: overlay completion of a UDP announce failed")
             return
-        finally:
-            self.overlay_inflight -= 1
         self._reply(answer, tid, v6, addr)
 
     def _reply(self, answer: TrackerAnswer, tid: int, v6: bool, addr: Any) -> None:
@@ -306,10 +271,10 @@ class UdpTracker(asyncio.DatagramProtocol):
         if not self._proven(ip, connection_id):
             self._drop_bad_id.inc()
             return
-        counts = self.service.tracker_scrape([h.hex() for h in hashes])
-        access = self.access
+        counts = self.service.scrape(hashes)
+        permits = self.service.permits
         stats = [
-            (c.seeders, c.downloaded, c.leechers) if access.permits(h) else (0, 0, 0)
+            (c.seeders, c.downloaded, c.leechers) if permits(h) else (0, 0, 0)
             for h, c in zip(hashes, counts, strict=True)
         ]
         self._scrape_ok.inc()

@@ -28,29 +28,27 @@ Not modelled: bandwidth and queueing delay, TCP/UDP/IP headers, connection hands
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import random
-from collections.abc import Callable, Sequence
-from typing import NamedTuple, Protocol
+import selectors
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from chisme.core.cluster import SwimPacket
+from chisme.core.records import Record
+from chisme.errors import PeerTimeout
+from chisme.net.transport import Endpoint
 from chisme.wire import v1, v2
+
+if TYPE_CHECKING:
+    from _typeshed import FileDescriptorLike
 
 NEVER_NS = 2**63 - 1
 
 _DELIVER = 0
 _TIMER = 1
 _CALL = 2
-
-
-class Endpoint(Protocol):
-    """What the network drives: a node (or a test double) at one address."""
-
-    def deliver(self, src: str, msg: object) -> None:
-        """A message from ``src`` arrived (the network's ``now_ns`` is the arrival time)."""
-
-    def on_timer(self) -> None:
-        """The timer set with :meth:`MemoryNetwork.set_timer` is due."""
 
 
 class Codec(Protocol):
@@ -75,9 +73,19 @@ class Batch(NamedTuple):
     kind: str
 
 
-class V2Codec:
-    """chisme v2 (wire/v2.py): datagrams are preface + cluster tag + msgpack, frames a 4-byte
-    length + msgpack."""
+class Exchange(NamedTuple):
+    """One half of a request/reply between two nodes (an overlay lookup over v1): the exact
+    bytes a TCP connection would carry, decoded at the far end by the real codec."""
+
+    id: int
+    data: bytes
+    reply: bool
+
+
+class NodeCodec:
+    """What travels between nodes: chisme v2 (wire/v2.py: datagrams are preface + cluster tag
+    + msgpack, frames a 4-byte length + msgpack) and the original design's v1 JSON messages
+    (wire/v1.py, one TCP connection each, reliable only)."""
 
     max_datagram_bytes = v2.MAX_DATAGRAM_BYTES
 
@@ -86,32 +94,20 @@ class V2Codec:
         self._envelope = len(v2.PREFACE) + len(self.tag)
 
     def measure(self, msg: object, reliable: bool) -> tuple[int, str]:
+        if isinstance(msg, v1.Announce | v1.Gossip | v1.Lookup):
+            return len(v1.encode_message(msg)), type(msg).__name__
         body = len(v2.encode(msg))
         kind = type(msg.msg).__name__ if isinstance(msg, SwimPacket) else type(msg).__name__
         return body + (4 if reliable else self._envelope), kind
 
     def roundtrip(self, msg: object, reliable: bool) -> object:
+        if isinstance(msg, v1.Announce | v1.Gossip | v1.Lookup):
+            return v1.decode_message(v1.encode_message(msg))
         if reliable:
             reader = v2.FrameReader(1 << 24, expect_preface=False)
             (decoded,) = reader.feed(v2.encode_frame(msg))
             return decoded
         return v2.decode_datagram(self.tag, v2.encode_datagram(self.tag, msg))
-
-
-class V1Codec:
-    """The seed's JSON messages (wire/v1.py), one TCP connection each (reliable only)."""
-
-    max_datagram_bytes = 0
-
-    def measure(self, msg: object, reliable: bool) -> tuple[int, str]:
-        if not isinstance(msg, v1.Announce | v1.Gossip | v1.Lookup):
-            raise TypeError(f"not a v1 message: {type(msg).__name__}")
-        return len(v1.encode_message(msg)), type(msg).__name__
-
-    def roundtrip(self, msg: object, reliable: bool) -> object:
-        if not isinstance(msg, v1.Announce | v1.Gossip | v1.Lookup):
-            raise TypeError(f"not a v1 message: {type(msg).__name__}")
-        return v1.decode_message(v1.encode_message(msg))
 
 
 class Traffic:
@@ -222,6 +218,8 @@ class MemoryNetwork:
         traffic = self.traffic
         if isinstance(msg, Batch):
             size, count, kind = msg.size, msg.messages, msg.kind
+        elif isinstance(msg, Exchange):
+            size, count, kind = len(msg.data), 1, "Answer" if msg.reply else "Ask"
         else:
             size, kind = self.codec.measure(msg, reliable)
             count = 1
@@ -253,6 +251,8 @@ class MemoryNetwork:
         heapq.heappush(self._heap, (now + delay, self._seq, _DELIVER, dst, src, msg))
 
     def _roundtrip(self, msg: object, reliable: bool) -> object:
+        if isinstance(msg, Exchange):
+            return msg  # bytes already: the receiver decodes them
         if isinstance(msg, Batch):
             parts = tuple(self.codec.roundtrip(m, reliable) for m in msg.msgs)
             return Batch(parts, msg.size, msg.messages, msg.kind)
@@ -309,3 +309,188 @@ class MemoryNetwork:
 
     def pending(self) -> int:
         return len(self._heap)
+
+    def next_event_ns(self) -> int:
+        """When the earliest scheduled event is due (NEVER_NS if none; a timer moved since it
+        was set still counts: running to it is harmless)."""
+        return self._heap[0][0] if self._heap else NEVER_NS
+
+
+# -- a node on the network ---------------------------------------------------------------------
+
+WALL0_NS = 1_790_000_000 * 1_000_000_000
+"""The wall time at virtual time 0 (a date in 2026), so stamps look like real ones."""
+
+
+class NetworkClock:
+    """The network's virtual time as a :class:`~chisme.clock.Clock`."""
+
+    __slots__ = ("net", "wall0_ns")
+
+    def __init__(self, net: MemoryNetwork, wall0_ns: int = WALL0_NS) -> None:
+        self.net = net
+        self.wall0_ns = wall0_ns
+
+    def wall_ns(self) -> int:
+        return self.wall0_ns + self.net.now_ns
+
+    def mono_ns(self) -> int:
+        return self.net.now_ns
+
+
+Answer = Callable[[v1.Message, str, int], "bytes | None"]
+"""How a node answers a v1 request: (message, from, size) -> reply bytes."""
+
+
+class MemoryTransport:
+    """One node's attachment to a :class:`MemoryNetwork`: the Transport and Asker seams of
+    :mod:`chisme.net.transport` on virtual time. The network drives it as an endpoint and it
+    hands messages on to the node's cluster role (``endpoint``); v1 requests (``ask``) are
+    answered by ``answer`` at the far end, as the node port would."""
+
+    def __init__(self, net: MemoryNetwork, addr: str) -> None:
+        self.net = net
+        self.addr = addr
+        self.index = net.attach(addr, self)
+        self.endpoint: Endpoint | None = None
+        self.answer: Answer | None = None
+        self._asks: dict[int, asyncio.Future[bytes]] = {}
+        self._next_id = 0
+        self._last: tuple[Sequence[v1.Message], Batch] | None = None  # a round, to each peer
+
+    def attach(self, endpoint: Endpoint, answer: Answer | None = None) -> None:
+        self.endpoint = endpoint
+        self.answer = answer
+
+    # -- Transport ------------------------------------------------------------------------
+
+    def send(self, to: str, msg: object, reliable: bool) -> None:
+        self.net.send(self.index, to, msg, reliable)
+
+    def send_v1(self, to: str, msgs: Sequence[v1.Message]) -> None:
+        if not msgs:
+            return
+        if len(msgs) == 1:
+            self.net.send(self.index, to, msgs[0], True)
+            return
+        last = self._last
+        if last is not None and last[0] is msgs:  # the same round to the next peer
+            batch = last[1]
+        else:
+            size = sum(len(v1.encode_message(m)) for m in msgs)
+            batch = Batch(tuple(msgs), size, len(msgs), type(msgs[0]).__name__)
+            self._last = (msgs, batch)
+        self.net.send(self.index, to, batch, True)
+
+    def set_timer(self, at_mono_ns: int) -> None:
+        self.net.set_timer(self.index, at_mono_ns)
+
+    # -- Endpoint (driven by the network) ---------------------------------------------------
+
+    def deliver(self, src: str, msg: object) -> None:
+        if isinstance(msg, Exchange):
+            self._exchange(src, msg)
+            return
+        endpoint = self.endpoint
+        if endpoint is None:
+            return
+        if isinstance(msg, Batch):
+            for part in msg.msgs:
+                endpoint.deliver(src, part)
+        else:
+            endpoint.deliver(src, msg)
+
+    def on_timer(self) -> None:
+        if self.endpoint is not None:
+            self.endpoint.on_timer()
+
+    def _exchange(self, src: str, ex: Exchange) -> None:
+        if ex.reply:
+            fut = self._asks.pop(ex.id, None)
+            if fut is not None and not fut.done():
+                fut.set_result(ex.data)
+            return
+        if self.answer is None:
+            return  # nothing listens: the asker times out, as against a silent port
+        reply = self.answer(v1.decode_message(ex.data), src, len(ex.data))
+        if reply:
+            self.net.send(self.index, src, Exchange(ex.id, reply, True), True)
+
+    # -- Asker ------------------------------------------------------------------------------
+
+    async def ask(self, to: str, info_hash: str, timeout_s: float) -> list[Record]:
+        self._next_id += 1
+        ask_id = self._next_id
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._asks[ask_id] = fut
+        data = v1.encode_message(v1.Lookup(info_hash, 0))
+        self.net.send(self.index, to, Exchange(ask_id, data, False), True)
+        try:
+            async with asyncio.timeout(timeout_s):
+                raw = await fut
+        except TimeoutError:
+            raise PeerTimeout(f"{to}: no answer within {timeout_s:g} s") from None
+        finally:
+            self._asks.pop(ask_id, None)
+        return v1.decode_providers(raw, 1 << 24)
+
+
+class _VirtualSelector(selectors.BaseSelector):
+    """A real selector that never waits: where the loop would sleep, the network runs its
+    events up to the loop's next timer (or its own next event, if sooner)."""
+
+    def __init__(self, net: MemoryNetwork) -> None:
+        self.net = net
+        self.real = selectors.DefaultSelector()
+
+    def register(
+        self, fileobj: FileDescriptorLike, events: int, data: Any = None
+    ) -> selectors.SelectorKey:
+        return self.real.register(fileobj, events, data)
+
+    def unregister(self, fileobj: FileDescriptorLike) -> selectors.SelectorKey:
+        return self.real.unregister(fileobj)
+
+    def modify(
+        self, fileobj: FileDescriptorLike, events: int, data: Any = None
+    ) -> selectors.SelectorKey:
+        return self.real.modify(fileobj, events, data)
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        ready = self.real.select(0)
+        if ready or timeout == 0:
+            return ready
+        net = self.net
+        nxt = net.next_event_ns()
+        if timeout is None:
+            if nxt == NEVER_NS:
+                return self.real.select(0.05)  # nothing scheduled anywhere: real sockets only
+            net.run_until(nxt)
+            return []
+        deadline = net.now_ns + max(1, int(timeout * 1e9))
+        net.run_until(min(nxt, deadline))
+        return []
+
+    def close(self) -> None:
+        self.real.close()
+
+    def get_map(self) -> Mapping[FileDescriptorLike, selectors.SelectorKey]:
+        return self.real.get_map()
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An asyncio loop on a :class:`MemoryNetwork`'s virtual clock: ``time()`` is the
+    network's, and instead of sleeping the loop runs the network's events (its timers, the
+    nodes' deliveries) up to its own next timer. Whole nodes then run in virtual time, as
+    fast as the CPU allows: a test of a 30 s failure detection takes milliseconds.
+
+        net = MemoryNetwork(NodeCodec(), rng=random.Random(1))
+        VirtualTimeLoop(net).run_until_complete(scenario(net))
+    """
+
+    def __init__(self, net: MemoryNetwork) -> None:
+        super().__init__(_VirtualSelector(net))
+        self.net = net
+
+    def time(self) -> float:
+        return self.net.now_ns / 1e9

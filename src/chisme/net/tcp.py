@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Protocol, cast
 
 from chisme.errors import ChismeError, PeerTimeout, PeerUnreachable, WireError
-from chisme.listener import TcpListener
+from chisme.net.listener import TcpListener
 from chisme.wire.framing import JsonValueScanner
 from chisme.wire.v1 import Message, V1Reader, encode_error
 

@@ -1,10 +1,10 @@
 """v2 node-to-node I/O: UDP datagrams and persistent, framed TCP streams (docs/v2.md).
 
-The engine (:mod:`chisme.core.cluster`) decides what to send; this shell only moves it:
-unreliable messages go out as one datagram from the node port; reliable ones go on one
-persistent TCP stream per peer (dialed on first use, or the peer's own inbound stream),
-after a handshake that refuses another cluster. Every queue is bounded; every dial has a
-deadline; nothing a peer sends can raise out of a callback.
+The engine (:mod:`chisme.core.cluster`, driven by :mod:`chisme.cluster.v2`) decides what to
+send; this shell only moves it: unreliable messages go out as one datagram from the node
+port; reliable ones go on one persistent TCP stream per peer (dialed on first use, or the
+peer's own inbound stream), after a handshake that refuses another cluster. Every queue is
+bounded; every dial has a deadline; nothing a peer sends can raise out of a callback.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
-from chisme.core.gossip import Out
 from chisme.errors import ChismeError, ConfigError, WireError
 from chisme.net.tcp import format_peer, split_host_port
 from chisme.wire import v2
@@ -60,6 +59,7 @@ class V2Transport:
         spawn: Spawn,
         count: Callable[[str, str, int], None] | None = None,
         max_streams: int = 1024,
+        on_v1_peer: Callable[[str], None] | None = None,
     ) -> None:
         self.cluster = cluster
         self.tag = v2.cluster_tag(cluster)
@@ -71,6 +71,9 @@ class V2Transport:
         self.deliver = deliver
         self.spawn = spawn
         self.count = count or (lambda direction, kind, n: None)
+        # a peer we dialed answered our hello as a node of the original design would: with a
+        # v1 error line, or by closing without a byte (its JSON decoder failed on the preface)
+        self.on_v1_peer = on_v1_peer or (lambda addr: None)
         self.max_streams = max_streams  # inbound streams at once (the node port's own cap
         # stops counting a connection once it is handed over to v2)
         self._udp: asyncio.DatagramTransport | None = None
@@ -108,20 +111,20 @@ class V2Transport:
 
     # -- sending ------------------------------------------------------------------------
 
-    def send(self, out: Out) -> None:
+    def send(self, to: str, msg: object, reliable: bool) -> None:
         if self._closed:
             return
         try:
-            if out.reliable:
-                self._send_frame(out.to, v2.encode_frame(out.msg))
+            if reliable:
+                self._send_frame(to, v2.encode_frame(msg))
             else:
-                data = v2.encode_datagram(self.tag, out.msg)
+                data = v2.encode_datagram(self.tag, msg)
                 if self._udp is not None:
-                    host, port = split_host_port(out.to)
+                    host, port = split_host_port(to)
                     self._udp.sendto(data, (host, port))
                     self.count("out", "datagram", len(data))
         except ChismeError as e:
-            log.debug("not sent to %s: %s", out.to, e)
+            log.debug("not sent to %s: %s", to, e)
             self.count("drop", "too_large", 1)
 
     def _send_frame(self, to: str, frame: bytes) -> None:
@@ -145,7 +148,7 @@ class V2Transport:
             loop = asyncio.get_running_loop()
             async with asyncio.timeout(self.dial_timeout_s):
                 _, proto = await loop.create_connection(
-                    lambda: _Stream(self, outbound=True), host, port
+                    lambda: _Stream(self, outbound=True, dialed=to), host, port
                 )
             stream = proto
             if self._closed:  # closed while we dialed
@@ -227,9 +230,10 @@ class _Datagrams(asyncio.DatagramProtocol):
 class _Stream(asyncio.Protocol):
     """One persistent v2 stream (either direction)."""
 
-    def __init__(self, owner: V2Transport, *, outbound: bool) -> None:
+    def __init__(self, owner: V2Transport, *, outbound: bool, dialed: str = "") -> None:
         self.owner = owner
         self.outbound = outbound
+        self.dialed = dialed  # the address we dialed (outbound streams)
         self.reader = v2.FrameReader(owner.max_frame_bytes, expect_preface=not outbound)
         self.transport: asyncio.Transport | None = None
         self.peer_addr = ""
@@ -258,9 +262,11 @@ class _Stream(asyncio.Protocol):
         try:
             first, self.first = self.first, False
             if first and self.outbound and data[:1] in (b"{", b"["):
-                # its 4 first bytes would read as a length over the cap: say what it is
-                raise WireError("the peer answered in v1 JSON (a node of the original design "
-                                "or protocol v1: list it as a v1 peer, not a seed)")
+                # its 4 first bytes would read as a length over the cap: it speaks v1 only
+                log.info("%s answered the v2 hello in v1 JSON", self.dialed)
+                owner.on_v1_peer(self.dialed)
+                self.close()
+                return
             for msg in self.reader.feed(data):
                 if not self.greeted:
                     if not isinstance(msg, v2.Hello):
@@ -284,10 +290,16 @@ class _Stream(asyncio.Protocol):
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.open = False
+        was_open, self.open = self.open, False
         if self.timer is not None:
             self.timer.cancel()
         self.owner.forget(self)
+        if was_open and self.outbound and self.first and exc is None:
+            # closed by the peer before a single byte: how a node of the original design
+            # answers bytes that are not JSON (docs/WIRE.md: "the original design gives no
+            # reply")
+            log.info("%s closed the v2 hello unanswered", self.dialed)
+            self.owner.on_v1_peer(self.dialed)
 
     def write(self, frame: bytes) -> None:
         if self.transport is not None and self.open:

@@ -132,11 +132,11 @@ def parse_announce_query(query: bytes) -> AnnounceRequest:
 
     Required: ``info_hash`` and ``peer_id`` (20 bytes each after percent-decoding) and ``port``
     (1..65535). Defaults: ``uploaded``/``downloaded`` 0; ``left`` :data:`LEFT_UNKNOWN` (a
-    leecher); ``numwant`` :data:`DEFAULT_NUMWANT`, also for negative values, capped at
-    :data:`MAX_NUMWANT`; ``compact`` on (BEP 23 suggests compact by default). An empty value
-    counts as absent. ``event`` is ``started``, ``completed``, ``stopped``, empty, ``paused``
-    (BEP 21) or ``empty``; anything else fails. A second ``info_hash`` fails (which one would
-    we answer?); other repeated parameters: the last one wins.
+    leecher); ``numwant`` None (no preference: the tracker's default applies), also for
+    negative values, capped at :data:`MAX_NUMWANT`; ``compact`` on (BEP 23 suggests compact
+    by default). An empty value counts as absent. ``event`` is ``started``, ``completed``,
+    ``stopped``, empty, ``paused`` (BEP 21) or ``empty``; anything else fails. A second
+    ``info_hash`` fails (which one would we answer?); other repeated parameters: the last one wins.
 
     Advisory parameters never fail a request: ``compact`` is off only for ``0``, ``no_peer_id``
     on for anything but ``0``; ``key`` becomes an int when it is 1-8 hex digits (libtorrent and
@@ -190,12 +190,13 @@ def parse_announce_query(query: bytes) -> AnnounceRequest:
         event = found
 
     raw = get(b"numwant")
+    numwant: int | None
     if not raw:
-        numwant = DEFAULT_NUMWANT
+        numwant = None
     elif raw.isdigit():
         numwant = MAX_NUMWANT if len(raw) > 3 else min(int(raw), MAX_NUMWANT)
     elif raw[:1] == b"-" and raw[1:].isdigit():
-        numwant = DEFAULT_NUMWANT
+        numwant = None
     else:
         raise TrackerRequestError("invalid numwant")
 

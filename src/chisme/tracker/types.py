@@ -13,8 +13,8 @@ from typing import Final, NamedTuple, TypeAlias
 from chisme.core.keys import AddrKey
 
 DEFAULT_NUMWANT: Final = 50
-"""Peers returned when the client does not say: the wiki spec's default, as in opentracker and
-chihaya (research/trackers.md §7.1)."""
+"""Peers returned when the client does not say (``Config.numwant_default``'s default): the
+wiki spec's default, as in opentracker and chihaya."""
 
 MAX_NUMWANT: Final = 200
 """Cap on peers per reply: opentracker's cap; 200 IPv4 entries (1,200 bytes) still fit one UDP
@@ -62,8 +62,9 @@ class AnnounceRequest(NamedTuple):
     left: int
     """Bytes still to download; 0 means seeder. :data:`LEFT_UNKNOWN` when HTTP omitted it."""
     event: Event
-    numwant: int
-    """Already defaulted and capped to 0..:data:`MAX_NUMWANT`."""
+    numwant: int | None
+    """Peers wanted, capped at :data:`MAX_NUMWANT`; None when the client expressed no
+    preference (absent, empty or negative), so the tracker's own default applies."""
     compact: bool
     """BEP 23 compact peer list wanted (HTTP; always True over UDP)."""
     no_peer_id: bool

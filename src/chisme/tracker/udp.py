@@ -21,7 +21,7 @@ from itertools import chain
 from typing import Final, NamedTuple
 
 from chisme.errors import TrackerRequestError
-from chisme.tracker.types import DEFAULT_NUMWANT, MAX_NUMWANT, AnnounceRequest, Event
+from chisme.tracker.types import MAX_NUMWANT, AnnounceRequest, Event
 
 PROTOCOL_ID: Final = 0x41727101980
 """BEP 15's magic in the connection_id field of a connect request."""
@@ -93,7 +93,8 @@ class UdpScrape(NamedTuple):
 def parse_udp_request(data: bytes) -> UdpConnect | UdpAnnounce | UdpScrape:
     """Parse one datagram; raise :class:`UdpDrop` or :class:`UdpBadRequest` if it is bad.
 
-    Announce: ``num_want`` -1, 0 or any negative means :data:`DEFAULT_NUMWANT`, larger values
+    Announce: ``num_want`` -1, 0 or any negative is None (no preference: the tracker's
+    default applies), larger values
     are capped at :data:`MAX_NUMWANT`; ``event`` must be 0-3; ``port`` 0 fails; negative byte
     counters fail (as over HTTP); the IP field is read past and never used (BEP 7, §8.3 of the
     research: only the source address counts); ``compact`` and ``no_peer_id`` are True, there
@@ -134,7 +135,7 @@ def parse_udp_request(data: bytes) -> UdpConnect | UdpAnnounce | UdpScrape:
                 else "invalid uploaded",
             )
         if numwant <= 0:
-            numwant = DEFAULT_NUMWANT
+            numwant = None
         elif numwant > MAX_NUMWANT:
             numwant = MAX_NUMWANT
         # _make (tuple.__new__) skips the generated __new__'s Python frame: 0.07 µs less

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from chisme.frontends.http_server import HttpLimits, HttpServer, Request, Response
+from chisme.net.http_server import HttpLimits, HttpServer, Request, Response
 
 Respond = Callable[[Request], "Response | Awaitable[Response]"]
 

@@ -21,7 +21,7 @@ from typing import Any, cast
 
 import httptools
 
-from chisme.listener import TcpListener
+from chisme.net.listener import TcpListener
 
 log = logging.getLogger("chisme.http")
 
