@@ -43,9 +43,9 @@ from typing import Any, Literal
 from chisme.core.cluster import ClusterConfig, ClusterEngine
 from chisme.core.gossip import Digest, Out, plan_full_push, record_hash
 from chisme.core.keys import AddrKey
-from chisme.core.membership import Alive, MemberEvent, MemberState, suspicion_timeout_ns
 from chisme.core.records import FLAG_TOMBSTONE, Record
 from chisme.core.store import Store
+from chisme.core.swim import Alive, MemberEvent, MemberState, suspicion_timeout_ns
 from chisme.errors import ConfigError
 from chisme.net.memory import Batch, MemoryNetwork, V1Codec, V2Codec
 from chisme.wire import v1
