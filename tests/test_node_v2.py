@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from chisme import Client, Config, Node
-from chisme.core import membership as m
+from chisme.core import swim as m
 from chisme.core.cluster import SwimPacket
 from chisme.core.gossip import origin_id
 from chisme.core.keys import parse_addr

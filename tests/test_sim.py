@@ -332,7 +332,7 @@ def test_the_lease_holders_follow_membership_through_suspicions_and_deaths() -> 
     """ClusterEngine keeps its live-origin set from membership events: after a lossy run
     with kills (many suspect/alive events, deaths) it equals a scan of the member table."""
     from chisme.core.gossip import origin_id  # noqa: PLC0415
-    from chisme.core.membership import MemberState  # noqa: PLC0415
+    from chisme.core.swim import MemberState  # noqa: PLC0415
 
     sim = simulate(replace(SMALL, nodes=30, keys=10, duration_s=40, kill=3, loss=0.2))
     for i, node in enumerate(sim.nodes):

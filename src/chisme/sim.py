@@ -46,9 +46,9 @@ from chisme.cluster.v2 import V2Role
 from chisme.core.cluster import ClusterConfig
 from chisme.core.gossip import Digest, record_hash
 from chisme.core.keys import AddrKey
-from chisme.core.membership import Alive, MemberEvent, MemberState, suspicion_timeout_ns
 from chisme.core.records import FLAG_TOMBSTONE, Record
 from chisme.core.store import Store
+from chisme.core.swim import Alive, MemberEvent, MemberState, suspicion_timeout_ns
 from chisme.errors import ConfigError
 from chisme.net.memory import WALL0_NS, MemoryNetwork, MemoryTransport, NetworkClock, NodeCodec
 from chisme.wire import v1

@@ -12,9 +12,9 @@ import random
 from chisme.core.cluster import ClusterConfig, ClusterEngine
 from chisme.core.gossip import GossipConfig, Out, SyncOk, SyncRoot
 from chisme.core.keys import parse_addr
-from chisme.core.membership import MemberState, SwimConfig
 from chisme.core.records import Record
 from chisme.core.store import Store
+from chisme.core.swim import MemberState, SwimConfig
 from chisme.wire import v2
 
 S = 1_000_000_000

@@ -21,7 +21,7 @@ import pytest
 
 from chisme import Client, Config, ConfigError, Node
 from chisme.core import gossip as g
-from chisme.core import membership as m
+from chisme.core import swim as m
 from chisme.core.cluster import SwimPacket
 from chisme.core.keys import parse_addr
 from chisme.core.records import Record

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chisme.core import gossip as g
-from chisme.core import membership as m
+from chisme.core import swim as m
 from chisme.core.cluster import SwimPacket
 from chisme.core.keys import parse_addr
 from chisme.core.records import FLAG_SEEDER, FLAG_TOMBSTONE, MAX_PEER_ID_BYTES, Record

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from chisme.core.membership import MemberEvent
 from chisme.core.records import Record
+from chisme.core.swim import MemberEvent
 
 
 class ClusterObserver(Protocol):

@@ -19,9 +19,9 @@ from chisme.cluster.role import ClusterObserver
 from chisme.cluster.v1_push import V1Push
 from chisme.core.cluster import ClusterConfig, ClusterEngine
 from chisme.core.gossip import Out
-from chisme.core.membership import MemberState
 from chisme.core.records import Record
 from chisme.core.store import Store
+from chisme.core.swim import MemberState
 from chisme.net.transport import Transport
 from chisme.wire import v1
 

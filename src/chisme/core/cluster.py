@@ -1,6 +1,6 @@
 """A node's duties to its cluster (v2), as one sans-I/O engine: membership + replication.
 
-:class:`ClusterEngine` composes SWIM membership (:mod:`chisme.core.membership`) and record
+:class:`ClusterEngine` composes SWIM membership (:mod:`chisme.core.swim`) and record
 replication (:mod:`chisme.core.gossip`) over one store. The node shell and the simulator
 drive it the same way::
 
@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from chisme.core.gossip import GossipConfig, Out, Replicator, origin_id
-from chisme.core.membership import (
+from chisme.core.store import Store
+from chisme.core.swim import (
     NEVER_NS,
     Member,
     MemberEvent,
@@ -36,7 +37,6 @@ from chisme.core.membership import (
     SwimConfig,
     Update,
 )
-from chisme.core.store import Store
 
 
 class SwimPacket(NamedTuple):

@@ -35,9 +35,9 @@ from chisme.cluster.v1 import V1Role
 from chisme.cluster.v2 import V2Role
 from chisme.config import Config
 from chisme.core.cluster import ClusterConfig
-from chisme.core.membership import SwimConfig
 from chisme.core.records import Provider, Record
 from chisme.core.store import Store
+from chisme.core.swim import SwimConfig
 from chisme.errors import ConfigError
 from chisme.frontends.api import ApiServer
 from chisme.frontends.http_tracker import HttpTracker

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 
-from chisme.core.membership import MemberEvent
+from chisme.core.swim import MemberEvent
 from chisme.metrics import Metrics
 
 log = logging.getLogger("chisme.node")

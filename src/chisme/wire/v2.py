@@ -23,7 +23,7 @@ from typing import Annotated, Any
 import msgspec
 
 from chisme.core import gossip as g
-from chisme.core import membership as m
+from chisme.core import swim as m
 from chisme.core.cluster import SwimPacket
 from chisme.core.keys import AddrKey, parse_addr, parse_info_hash
 from chisme.core.records import FLAG_SEEDER, FLAG_TOMBSTONE, MAX_PEER_ID_BYTES, Record

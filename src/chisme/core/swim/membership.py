@@ -1,541 +1,47 @@
-"""SWIM + Lifeguard membership and failure detection, as a sans-I/O state machine.
+"""The SWIM + Lifeguard state machine: one node's view of the cluster, sans I/O.
 
-Sources (behaviour is cited to them where it comes from):
-
-- [SWIM] A. Das, I. Gupta, A. Motivala, "SWIM: Scalable Weakly-consistent Infection-style Process
-  Group Membership Protocol", DSN 2002. Random probing (§3.1), indirect probes through k members
-  (§3.1), the suspicion sub-protocol with incarnation numbers (§4.2), piggybacked dissemination
-  (§4.1), round-robin probe order over a shuffled list (§4.3).
-- [Lifeguard] A. Dadgar, J. Phillips, J. Currey, "Lifeguard: Local Health Awareness for More
-  Accurate Failure Detection", arXiv:1707.00788. Local health awareness (LHA-probe: a node that
-  misses acks or nacks slows itself down), dynamic suspicion (LHA-suspicion: the timeout falls
-  from max to min as independent confirmations arrive), the buddy system (tell a suspect it is
-  suspected).
-- [memberlist] hashicorp/memberlist @1b4c746 (state.go, suspicion.go, awareness.go, util.go,
-  net.go), whose semantics this module follows; [Serf] hashicorp/serf, for reconnecting to failed
-  members; research/gossip.md §1, §9, §10 for why.
-
-What this module owns: the member table (``node_id`` -> addr, incarnation, state), the probe cycle,
-suspicion timers, the broadcast queue of membership updates, and full-state push/pull. What it
-does not: sockets, clocks, encoding. Time arrives as ``now_ns`` (a monotonic clock in integer ns),
-randomness as an injected :class:`random.Random`, and every method returns the :class:`Send` s the
-shell must perform.
-
-Driving it (the shell's whole job)::
-
-    m = Membership(node_id, "10.0.0.5:7070", SwimConfig.lan(), random.Random(), seeds=[...])
-    send_all(m.join(now()))
-    loop:
-        on a packet from the network:  send_all(m.on_message(msg, piggyback, now()))
-        when now() >= m.next_deadline_ns():  send_all(m.tick(now()))
-        for ev in m.drain_events(): log / count / notify (joined, suspect, alive, dead, left)
-
-``tick`` may also simply be called on a fixed cadence (every 10-50 ms is plenty: every deadline is
-honoured at the first tick at or after it; a late tick never fires a probe early nor skips the
-indirect phase). Deliver received messages *before* ticking, so that an ack that already arrived is
-not mistaken for a missing one. Sends of :class:`PushPull` carry the full member table and belong on
-a reliable stream (memberlist uses TCP for them); every other message is one small packet of at most
-``max_packet_bytes`` (estimated) including its piggyback, fit for UDP.
-
-Deviations from memberlist, each deliberate:
-
-- Node identity is ``node_id`` (unique per *process incarnation*), not a reusable name: a restarted
-  node is a new member, so no "dead node reclaim" of names is needed and an ``Alive`` with a higher
-  incarnation may move a member to a new address. When a new member appears at the address of a
-  dead or left one, the old entry is forgotten at once (it was replaced).
-- No TCP fallback ping (the shell has no second transport in the core's view).
-- Failed members are kept for ``reconnect_timeout_ns`` and retried Serf-style (one random failed
-  member per ``reconnect_interval_ns``, with probability failed / alive so the cluster as a whole
-  tries each about once per interval); seeds that are not live members are retried the same way.
-  Both retries send a :class:`PushPull` request: this is what heals a partition with no manual step
-  (memberlist alone purges the dead and never heals: research/gossip.md §1.6).
-- Forgotten members are quarantined for ``quarantine_ns`` (Cassandra's idea, research/gossip.md §9):
-  an ``Alive`` at or below the incarnation they were forgotten at is ignored, so stale gossip does
-  not resurrect them; a genuine refutation (a higher incarnation) is accepted.
-- Point-to-point repair when a sender and we disagree (``Membership._buddy``): a member that
-  sends us anything while we hold it suspect or dead is told so (Lifeguard's buddy system,
-  extended from probes to every message, and to the ack of its pings); a node that receives any
-  accusation about itself, even a stale one below its incarnation, sends its current ``Alive``
-  straight back to the sender. memberlist ignores stale accusations, so a member that missed
-  every copy of a refutation keeps accusing a live node until its timer declares it dead.
-  Gossip goes to alive and suspect members only; these rules and the reconnect retries replace
-  memberlist's "gossip to the dead".
-- Before a suspicion timer declares a member dead, one last probe (carrying the accusation) is
-  sent; only if it fails too is the member declared dead (``Membership._next_check``).
-- A probe that fails suspects the incarnation the target had when the probe *started*, so a
-  refutation that arrives during the probe is not immediately re-accused.
+:class:`Membership` holds the member table and applies the protocol's rules to it: the probe
+cycle, updates with incarnation precedence (SWIM §4.2), suspicion timers, dissemination, full
+state push/pull, retention of failed and left members, and reconnects. The package docstring
+(:mod:`chisme.core.swim`) gives the sources, the driver loop and every deliberate deviation.
 """
 
 from __future__ import annotations
 
 import heapq
-import math
 import random
 from collections import deque
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
-from typing import Literal, NamedTuple
 
 from chisme.core.broadcast import TransmitLimitedQueue
+from chisme.core.swim.config import SwimConfig, push_pull_interval_ns
+from chisme.core.swim.messages import (
+    Ack,
+    Alive,
+    Dead,
+    Gossip,
+    Message,
+    Nack,
+    Ping,
+    PingReq,
+    PushPull,
+    Send,
+    Suspect,
+    Update,
+    estimate_size,
+)
+from chisme.core.swim.probe import MAX_RELAYS, Probe, ProbeRing, Relay
+from chisme.core.swim.suspicion import Suspicion
+from chisme.core.swim.table import EventKind, Member, MemberEvent, MemberState, Node, Pool, sample
 from chisme.errors import ConfigError
-
-_MS = 1_000_000
-_S = 1_000_000_000
 
 NEVER_NS = 2**63 - 1
 """What :meth:`Membership.next_deadline_ns` returns when no timer is pending (after leaving)."""
-
-# --------------------------------------------------------------------------------------------
-# Configuration
-
-
-@dataclass(frozen=True, slots=True)
-class SwimConfig:
-    """Every knob of the protocol, with memberlist's LAN values as defaults (config.go @1b4c746).
-
-    Use :meth:`lan`, :meth:`wan` or :meth:`local`, then ``dataclasses.replace`` to adjust.
-    Intervals set to 0 switch that activity off (gossip, push/pull, reconnect).
-    """
-
-    probe_interval_ns: int = 1 * _S
-    """Time between probes, and how long a probe waits for any ack before suspecting (SWIM T')."""
-    probe_timeout_ns: int = 500 * _MS
-    """Wait for the direct ack before asking ``indirect_checks`` members to probe (SWIM §3.1).
-    Not scaled by health: waiting longer does not help a lost packet (memberlist state.go)."""
-    indirect_checks: int = 3
-    """Members asked to probe on our behalf when the direct ack is late (SWIM k)."""
-    suspicion_mult: int = 4
-    """Suspicion minimum = mult * max(1, log10(N)) * probe_interval (memberlist util.go)."""
-    suspicion_max_timeout_mult: int = 6
-    """Suspicion maximum = this * minimum; the timeout starts here (Lifeguard LHA-suspicion)."""
-    awareness_max: int = 8
-    """Health score bound: probe intervals stretch up to this factor (Lifeguard LHA-probe)."""
-    retransmit_mult: int = 4
-    """Each update is sent mult * ceil(log10(N + 1)) times (memberlist util.go)."""
-    gossip_interval_ns: int = 200 * _MS
-    """How often queued updates go to ``gossip_nodes`` random members (0: piggyback only)."""
-    gossip_nodes: int = 3
-    """Fanout of each gossip round."""
-    gossip_to_dead_ns: int = 30 * _S
-    """How long a member that *left* is kept before it is forgotten (memberlist GossipToTheDead)."""
-    reconnect_interval_ns: int = 30 * _S
-    """How often to retry one failed member or one seed that is not a live member (Serf)."""
-    reconnect_timeout_ns: int = 24 * 3600 * _S
-    """How long a *failed* member is kept (and retried) before it is forgotten (Serf: 24 h)."""
-    quarantine_ns: int = 3600 * _S
-    """How long a forgotten member's incarnation is remembered so stale gossip cannot revive it."""
-    push_pull_interval_ns: int = 30 * _S
-    """Full state exchange with one random member, scaled up past 32 members (memberlist)."""
-    max_packet_bytes: int = 1200
-    """Budget of one packet message with its piggyback (research/gossip.md §10: UDP <= 1200 B)."""
-    max_queued_broadcasts: int = 4096
-    """Bound of the broadcast queue; the most-sent updates are dropped first."""
-    max_events: int = 4096
-    """Bound of undrained events; the oldest are dropped first (see ``events_dropped``)."""
-    max_dead_members: int = 4096
-    """Bound of failed members kept for reconnects; the longest dead are forgotten first
-    (memberlist#253: dead and left entries that are never reaped make push/pull grow forever)."""
-    max_tombstones: int = 65536
-    """Bound of forgotten ids remembered for quarantine; the oldest are dropped first."""
-
-    def __post_init__(self) -> None:
-        positive = {
-            "probe_interval_ns": self.probe_interval_ns,
-            "probe_timeout_ns": self.probe_timeout_ns,
-            "suspicion_mult": self.suspicion_mult,
-            "suspicion_max_timeout_mult": self.suspicion_max_timeout_mult,
-            "awareness_max": self.awareness_max,
-            "retransmit_mult": self.retransmit_mult,
-            "gossip_to_dead_ns": self.gossip_to_dead_ns,
-            "reconnect_timeout_ns": self.reconnect_timeout_ns,
-            "quarantine_ns": self.quarantine_ns,
-            "max_queued_broadcasts": self.max_queued_broadcasts,
-            "max_events": self.max_events,
-            "max_dead_members": self.max_dead_members,
-            "max_tombstones": self.max_tombstones,
-        }
-        for name, value in positive.items():
-            if value < 1:
-                raise ConfigError(f"{name} must be positive")
-        non_negative = {
-            "indirect_checks": self.indirect_checks,
-            "gossip_interval_ns": self.gossip_interval_ns,
-            "gossip_nodes": self.gossip_nodes,
-            "reconnect_interval_ns": self.reconnect_interval_ns,
-            "push_pull_interval_ns": self.push_pull_interval_ns,
-        }
-        for name, value in non_negative.items():
-            if value < 0:
-                raise ConfigError(f"{name} must not be negative")
-        if self.probe_timeout_ns >= self.probe_interval_ns:
-            raise ConfigError("probe_timeout_ns must be shorter than probe_interval_ns")
-        if self.max_packet_bytes < 256:
-            raise ConfigError("max_packet_bytes must be at least 256")
-
-    @classmethod
-    def lan(cls) -> SwimConfig:
-        """memberlist DefaultLANConfig: 1 s probes, 500 ms timeout, suspicion 4, gossip 200 ms/3."""
-        return cls()
-
-    @classmethod
-    def wan(cls) -> SwimConfig:
-        """memberlist DefaultWANConfig: 5 s probes, 3 s timeout, suspicion 6, gossip 500 ms/4."""
-        return cls(
-            probe_interval_ns=5 * _S,
-            probe_timeout_ns=3 * _S,
-            suspicion_mult=6,
-            gossip_interval_ns=500 * _MS,
-            gossip_nodes=4,
-            gossip_to_dead_ns=60 * _S,
-            push_pull_interval_ns=60 * _S,
-        )
-
-    @classmethod
-    def local(cls) -> SwimConfig:
-        """memberlist DefaultLocalConfig (loopback, tests): 200 ms timeout, 1 indirect, mult 3."""
-        return cls(
-            probe_interval_ns=1 * _S,
-            probe_timeout_ns=200 * _MS,
-            indirect_checks=1,
-            suspicion_mult=3,
-            retransmit_mult=2,
-            gossip_interval_ns=100 * _MS,
-            gossip_nodes=3,
-            gossip_to_dead_ns=15 * _S,
-            reconnect_interval_ns=10 * _S,
-            reconnect_timeout_ns=3600 * _S,
-            quarantine_ns=600 * _S,
-            push_pull_interval_ns=15 * _S,
-        )
-
-
-def suspicion_timeout_ns(suspicion_mult: int, num_nodes: int, probe_interval_ns: int) -> int:
-    """The suspicion *minimum*: ``mult * max(1, log10(N)) * interval`` (memberlist util.go).
-
-    LAN values: 4 s up to 10 nodes, 8 s at 100, 12 s at 1,000; the maximum is 6 times that.
-    """
-    scale = max(1.0, math.log10(max(1, num_nodes)))
-    return int(suspicion_mult * scale * probe_interval_ns)
-
-
-def push_pull_interval_ns(interval_ns: int, num_nodes: int) -> int:
-    """memberlist util.go ``pushPullScale``: x(ceil(log2 N - log2 32) + 1) once N > 32."""
-    if num_nodes <= 32:
-        return interval_ns
-    return interval_ns * (math.ceil(math.log2(num_nodes) - 5) + 1)
-
-
-# --------------------------------------------------------------------------------------------
-# Messages. Fields are primitive so the v2 codec can serialise them as they are.
-
-
-@dataclass(frozen=True, slots=True)
-class Alive:
-    """``node_id`` is alive at ``addr`` with ``incarnation`` (SWIM §4.2 "Alive")."""
-
-    node_id: str
-    addr: str
-    incarnation: int
-
-
-@dataclass(frozen=True, slots=True)
-class Suspect:
-    """``from_id`` suspects ``node_id`` at ``incarnation`` (SWIM §4.2 "Suspect")."""
-
-    node_id: str
-    incarnation: int
-    from_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class Dead:
-    """``from_id`` declares ``node_id`` dead (SWIM "Confirm"); ``from_id == node_id`` means *left*.
-
-    memberlist encodes a graceful leave the same way: a dead message a node sends about itself.
-    """
-
-    node_id: str
-    incarnation: int
-    from_id: str
-
-    @property
-    def left(self) -> bool:
-        return self.from_id == self.node_id
-
-
-Update = Alive | Suspect | Dead
-"""A membership update: what rides piggyback and what a full state is a list of."""
-
-
-@dataclass(frozen=True, slots=True)
-class Ping:
-    """Direct probe. ``target_id`` guards against a new process at an old address (memberlist)."""
-
-    seq: int
-    target_id: str
-    source_id: str
-    source_addr: str
-
-
-@dataclass(frozen=True, slots=True)
-class PingReq:
-    """Ask the receiver to probe ``target`` for us and relay its ack (SWIM ping-req)."""
-
-    seq: int
-    target_id: str
-    target_addr: str
-    source_id: str
-    source_addr: str
-
-
-@dataclass(frozen=True, slots=True)
-class Ack:
-    """Answer to a :class:`Ping`; ``source_id`` is the probed node (also when relayed)."""
-
-    seq: int
-    source_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class Nack:
-    """A relay's "the target did not answer me either" (Lifeguard: lets the prober judge itself)."""
-
-    seq: int
-    source_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class Gossip:
-    """A packet that exists only to carry piggybacked updates (memberlist gossip())."""
-
-    source_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class PushPull:
-    """A full state exchange (memberlist push/pull). A request is answered with ``reply=True``.
-
-    Sent on join, periodically for anti-entropy, and to retry failed members and seeds. Its size
-    grows with the member table: send it over a stream, not a packet.
-    """
-
-    source_id: str
-    source_addr: str
-    states: tuple[Update, ...]
-    reply: bool = False
-
-
-Message = Ping | PingReq | Ack | Nack | Gossip | PushPull
-
-
-@dataclass(frozen=True, slots=True)
-class Send:
-    """What the shell must send: ``msg`` with ``piggyback`` (possibly empty) to ``to_addr``."""
-
-    to_addr: str
-    msg: Message
-    piggyback: tuple[Update, ...] = ()
-
-
-def estimate_size(obj: Message | Update) -> int:
-    """Rough encoded size in bytes (msgpack-like: a few bytes of framing plus the strings).
-
-    Used to fill packets up to ``max_packet_bytes``; the codec must still enforce real limits.
-    """
-    if isinstance(obj, Alive):
-        return 10 + len(obj.node_id) + len(obj.addr)
-    if isinstance(obj, Suspect | Dead):
-        return 10 + len(obj.node_id) + len(obj.from_id)
-    if isinstance(obj, Ping):
-        return 12 + len(obj.target_id) + len(obj.source_id) + len(obj.source_addr)
-    if isinstance(obj, PingReq):
-        return (
-            14
-            + len(obj.target_id)
-            + len(obj.target_addr)
-            + len(obj.source_id)
-            + len(obj.source_addr)
-        )
-    if isinstance(obj, Ack | Nack):
-        return 8 + len(obj.source_id)
-    if isinstance(obj, Gossip):
-        return 4 + len(obj.source_id)
-    return 8 + len(obj.source_id) + len(obj.source_addr) + sum(map(estimate_size, obj.states))
-
-
-# --------------------------------------------------------------------------------------------
-# The member table as the shell sees it
-
-
-class MemberState(StrEnum):
-    ALIVE = "alive"
-    SUSPECT = "suspect"
-    DEAD = "dead"
-    LEFT = "left"
-
-
-class Member(NamedTuple):
-    """A snapshot of one member. ``state_since_ns`` is on *our* clock."""
-
-    node_id: str
-    addr: str
-    incarnation: int
-    state: MemberState
-    state_since_ns: int
-
-
-EventKind = Literal["joined", "suspect", "alive", "dead", "left"]
-
-
-class MemberEvent(NamedTuple):
-    """A change of another member, for the shell to log, count or act on.
-
-    ``joined``: first seen (or seen again after being forgotten); ``suspect``; ``alive``: back
-    from suspect/dead (a refutation) or moved to a new address; ``dead``: declared failed;
-    ``left``: departed gracefully.
-    """
-
-    kind: EventKind
-    member: Member
-
-
-# --------------------------------------------------------------------------------------------
-# Internals
 
 _ALIVE = MemberState.ALIVE
 _SUSPECT = MemberState.SUSPECT
 _DEAD = MemberState.DEAD
 _LEFT = MemberState.LEFT
-
-_MAX_RELAYS = 1024
-"""Indirect probes we run for others at once; more requests are dropped (a DoS bound)."""
-
-
-class _Node:
-    __slots__ = (
-        "addr",
-        "entry",
-        "in_ring",
-        "incarnation",
-        "node_id",
-        "since_ns",
-        "slot",
-        "state",
-        "suspicion",
-    )
-
-    def __init__(
-        self, node_id: str, addr: str, incarnation: int, state: MemberState, since_ns: int
-    ) -> None:
-        self.node_id = node_id
-        self.addr = addr
-        self.incarnation = incarnation
-        self.state = state
-        self.since_ns = since_ns
-        self.slot = -1  # index in the pool of its state (alive, suspect or dead)
-        self.in_ring = False  # present in the probe ring
-        self.suspicion: _Suspicion | None = None
-        self.entry: Update | None = None  # cached local_state() entry; None when changed
-
-    def snapshot(self) -> Member:
-        return Member(self.node_id, self.addr, self.incarnation, self.state, self.since_ns)
-
-
-class _Pool:
-    """An indexable set of nodes with O(1) add, swap-remove and random access."""
-
-    __slots__ = ("items",)
-
-    def __init__(self) -> None:
-        self.items: list[_Node] = []
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def add(self, node: _Node) -> None:
-        node.slot = len(self.items)
-        self.items.append(node)
-
-    def remove(self, node: _Node) -> None:
-        items = self.items
-        last = items.pop()
-        if last is not node:
-            items[node.slot] = last
-            last.slot = node.slot
-        node.slot = -1
-
-
-class _Suspicion:
-    """Lifeguard's dynamic suspicion timer (memberlist suspicion.go).
-
-    Starts at ``max`` (``min`` when no confirmations can be expected, k < 1) and, with n of the k
-    wanted independent confirmations, falls to ``max - log(n+1)/log(k+1) * (max - min)``.
-    The accuser itself does not count as a confirmation.
-    """
-
-    __slots__ = ("checking", "confirmers", "deadline_ns", "k", "max_ns", "min_ns", "n", "start_ns")
-
-    def __init__(self, from_id: str, k: int, min_ns: int, max_ns: int, start_ns: int) -> None:
-        self.k = k
-        self.n = 0
-        self.min_ns = min_ns
-        self.max_ns = max_ns
-        self.start_ns = start_ns
-        self.confirmers = {from_id}
-        self.deadline_ns = start_ns + (max_ns if k >= 1 else min_ns)
-        self.checking = False  # timer fired; a last probe decides (see Membership._check)
-
-    def confirm(self, from_id: str) -> bool:
-        """Count a new independent confirmation; False if duplicate or already at k."""
-        if self.n >= self.k or from_id in self.confirmers:
-            return False
-        self.confirmers.add(from_id)
-        self.n += 1
-        frac = math.log(self.n + 1) / math.log(self.k + 1)
-        timeout = max(self.min_ns, int(self.max_ns - frac * (self.max_ns - self.min_ns)))
-        self.deadline_ns = self.start_ns + timeout
-        return True
-
-
-class _Probe:
-    __slots__ = (
-        "end_ns",
-        "expected_nacks",
-        "incarnation",
-        "indirect",
-        "nacks",
-        "node",
-        "seq",
-        "timeout_ns",
-    )
-
-    def __init__(self, seq: int, node: _Node, timeout_ns: int, end_ns: int) -> None:
-        self.seq = seq
-        self.node = node
-        self.incarnation = node.incarnation
-        self.timeout_ns = timeout_ns
-        self.end_ns = end_ns
-        self.indirect = False
-        self.expected_nacks = 0
-        self.nacks = 0
-
-
-class _Relay:
-    __slots__ = ("nack_at_ns", "requester_addr", "requester_seq", "seq", "target_id")
-
-    def __init__(
-        self, seq: int, requester_seq: int, requester_addr: str, target_id: str, nack_at_ns: int
-    ) -> None:
-        self.seq = seq
-        self.requester_seq = requester_seq
-        self.requester_addr = requester_addr
-        self.target_id = target_id
-        self.nack_at_ns = nack_at_ns
-
-
-# --------------------------------------------------------------------------------------------
-# The state machine
 
 
 class Membership:
@@ -564,12 +70,12 @@ class Membership:
         self._rng = rng
         self._seeds: tuple[str, ...] = tuple(dict.fromkeys(s for s in seeds if s != self_addr))
 
-        self._me = _Node(self_id, self_addr, 0, _ALIVE, 0)
-        self._nodes: dict[str, _Node] = {self_id: self._me}
-        self._by_addr: dict[str, _Node] = {self_addr: self._me}
-        self._alive = _Pool()  # ALIVE members other than us
-        self._suspect = _Pool()
-        self._dead = _Pool()  # failed (not left) members still kept for reconnects
+        self._me = Node(self_id, self_addr, 0, _ALIVE, 0)
+        self._nodes: dict[str, Node] = {self_id: self._me}
+        self._by_addr: dict[str, Node] = {self_addr: self._me}
+        self._alive = Pool()  # ALIVE members other than us
+        self._suspect = Pool()
+        self._dead = Pool()  # failed (not left) members still kept for reconnects
         self._left = False
 
         self._queue: TransmitLimitedQueue[Update] = TransmitLimitedQueue(
@@ -582,14 +88,13 @@ class Membership:
         self._state_cache: tuple[Update, ...] | None = None
 
         # probing (SWIM §4.3: round-robin over a list shuffled once per pass)
-        self._ring: list[_Node] = []
-        self._ring_idx = 0
-        self._probe: _Probe | None = None
+        self._ring = ProbeRing(rng, self._nodes, self._alive, self._suspect)
+        self._probe: Probe | None = None
         self._seq = 0
         self._awareness = 0
-        self._relays: dict[int, _Relay] = {}
-        self._relay_queue: deque[_Relay] = deque()  # FIFO: every relay lives probe_timeout_ns
-        self._checks: deque[tuple[_Node, _Suspicion]] = deque()  # expired suspicions to probe
+        self._relays: dict[int, Relay] = {}
+        self._relay_queue: deque[Relay] = deque()  # FIFO: every relay lives probe_timeout_ns
+        self._checks: deque[tuple[Node, Suspicion]] = deque()  # expired suspicions to probe
 
         # timers
         self._started = False
@@ -598,10 +103,10 @@ class Membership:
         self._next_gossip_ns = 0
         self._next_push_pull_ns = 0
         self._next_reconnect_ns = 0
-        self._suspicions: list[tuple[int, int, str, _Suspicion]] = []  # heap by deadline
+        self._suspicions: list[tuple[int, int, str, Suspicion]] = []  # heap by deadline
         self._heap_seq = 0
-        self._reap_left: deque[tuple[int, _Node]] = deque()  # FIFO: constant retention
-        self._reap_dead: deque[tuple[int, _Node]] = deque()
+        self._reap_left: deque[tuple[int, Node]] = deque()  # FIFO: constant retention
+        self._reap_dead: deque[tuple[int, Node]] = deque()
         self._tombstones: dict[str, tuple[int, int]] = {}  # node_id -> (incarnation, until_ns)
         self._tomb_queue: deque[tuple[int, str]] = deque()
 
@@ -670,7 +175,7 @@ class Membership:
 
     def random_alive(self, k: int, exclude: Collection[str] = ()) -> list[Member]:
         """Up to ``k`` distinct random ALIVE members other than us, none in ``exclude``. O(k)."""
-        return [node.snapshot() for node in self._sample((self._alive,), k, exclude)]
+        return [node.snapshot() for node in sample(self._rng, (self._alive,), k, exclude)]
 
     def drain_events(self) -> list[MemberEvent]:
         """The member events since the last call, oldest first."""
@@ -819,7 +324,7 @@ class Membership:
         self._probe = None
         self._state_cache = None
         self._queue_update(Dead(self._id, me.incarnation, self._id))
-        targets = self._sample((self._alive, self._suspect), self._cfg.gossip_nodes, ())
+        targets = sample(self._rng, (self._alive, self._suspect), self._cfg.gossip_nodes, ())
         return [self._packet(node.addr, Gossip(self._id)) for node in targets]
 
     # ---------------------------------------------------------------- probe cycle
@@ -856,11 +361,11 @@ class Membership:
         # (memberlist awareness.ScaleTimeout), giving acks and nacks more time before it accuses.
         interval = cfg.probe_interval_ns * (self._awareness + 1)
         self._next_probe_ns = now_ns + interval
-        node = self._next_check() or self._next_target()
+        node = self._next_check() or self._ring.next_target()
         if node is None:
             return
         self._seq = (self._seq + 1) & 0xFFFFFFFF
-        probe = _Probe(self._seq, node, now_ns + cfg.probe_timeout_ns, now_ns + interval)
+        probe = Probe(self._seq, node, now_ns + cfg.probe_timeout_ns, now_ns + interval)
         self._probe = probe
         ping = Ping(probe.seq, node.node_id, self._id, self._addr)
         if node.state is _ALIVE:
@@ -870,7 +375,7 @@ class Membership:
             accuse = Suspect(node.node_id, node.incarnation, self._id)
             out.append(self._packet(node.addr, ping, (accuse,)))
 
-    def _send_indirect(self, probe: _Probe, now_ns: int, out: list[Send]) -> None:
+    def _send_indirect(self, probe: Probe, now_ns: int, out: list[Send]) -> None:
         probe.indirect = True
         # A late tick must not eat the indirect phase: give it its nominal length from now.
         window = probe.end_ns - probe.timeout_ns
@@ -879,13 +384,13 @@ class Membership:
             self._next_probe_ns = max(self._next_probe_ns, probe.end_ns)
         target = probe.node
         # SWIM §3.1: k random members that are ALIVE (memberlist: not us, not the target).
-        helpers = self._sample((self._alive,), self._cfg.indirect_checks, (target.node_id,))
+        helpers = sample(self._rng, (self._alive,), self._cfg.indirect_checks, (target.node_id,))
         request = PingReq(probe.seq, target.node_id, target.addr, self._id, self._addr)
         for helper in helpers:
             out.append(self._packet(helper.addr, request))
         probe.expected_nacks = len(helpers)
 
-    def _probe_failed(self, probe: _Probe, now_ns: int) -> None:
+    def _probe_failed(self, probe: Probe, now_ns: int) -> None:
         # Lifeguard LHA: a missing nack says *we* may be the slow one (memberlist probeNode).
         if probe.expected_nacks > 0:
             self._adjust_health(max(0, probe.expected_nacks - probe.nacks))
@@ -898,44 +403,6 @@ class Membership:
             if suspicion is not None and suspicion.checking:
                 # The last probe failed too: the suspicion stands (memberlist's timeout).
                 self._on_dead(Dead(node.node_id, node.incarnation, self._id), now_ns)
-
-    def _next_target(self) -> _Node | None:
-        """The next ALIVE or SUSPECT member of the shuffled ring; reshuffle after a full pass."""
-        for _ in range(2):
-            ring = self._ring
-            while self._ring_idx < len(ring):
-                node = ring[self._ring_idx]
-                self._ring_idx += 1
-                if (node.state is _ALIVE or node.state is _SUSPECT) and self._nodes.get(
-                    node.node_id
-                ) is node:
-                    return node
-            self._rebuild_ring()
-            if not self._ring:
-                return None
-        return None
-
-    def _rebuild_ring(self) -> None:
-        for node in self._ring:
-            node.in_ring = False
-        ring = [*self._alive.items, *self._suspect.items]
-        self._rng.shuffle(ring)
-        for node in ring:
-            node.in_ring = True
-        self._ring = ring
-        self._ring_idx = 0
-
-    def _ring_insert(self, node: _Node) -> None:
-        # memberlist aliveNode: append and swap with a random offset, so that a new member is
-        # probed after a random delay rather than always at the end of the pass.
-        if node.in_ring:
-            return
-        node.in_ring = True
-        ring = self._ring
-        n = len(ring)
-        ring.append(node)
-        offset = int(self._rng.random() * (n + 1))  # randrange costs 10x more
-        ring[offset], ring[n] = ring[n], ring[offset]
 
     def _adjust_health(self, delta: int) -> None:
         score = self._awareness + delta
@@ -978,7 +445,7 @@ class Membership:
         if addr is not None:
             out.append(self._packet(addr, Gossip(self._id), tuple(first)))
 
-    def _accusation_about(self, node: _Node | None) -> Update | None:
+    def _accusation_about(self, node: Node | None) -> Update | None:
         if node is None or node is self._me:
             return None
         if node.state is _SUSPECT:
@@ -1021,12 +488,12 @@ class Membership:
     def _on_ping_req(self, msg: PingReq, now_ns: int) -> list[Send]:
         if msg.target_id == self._id:
             return [self._packet(msg.source_addr, Ack(msg.seq, self._id))]
-        if len(self._relays) >= _MAX_RELAYS:
+        if len(self._relays) >= MAX_RELAYS:
             return []
         self._seq = (self._seq + 1) & 0xFFFFFFFF
         # memberlist handleIndirectPing: our own ping, an ack handler that relays, and a nack
         # after the (unscaled) probe timeout if the target stays silent.
-        relay = _Relay(
+        relay = Relay(
             self._seq, msg.seq, msg.source_addr, msg.target_id, now_ns + self._cfg.probe_timeout_ns
         )
         self._relays[relay.seq] = relay
@@ -1043,11 +510,11 @@ class Membership:
 
     # ---------------------------------------------------------------- suspicion
 
-    def _live_suspicion(self, node_id: str) -> _Suspicion | None:
+    def _live_suspicion(self, node_id: str) -> Suspicion | None:
         node = self._nodes.get(node_id)
         return None if node is None else node.suspicion
 
-    def _push_suspicion(self, node: _Node, suspicion: _Suspicion) -> None:
+    def _push_suspicion(self, node: Node, suspicion: Suspicion) -> None:
         self._heap_seq += 1
         entry = (suspicion.deadline_ns, self._heap_seq, node.node_id, suspicion)
         heapq.heappush(self._suspicions, entry)
@@ -1066,7 +533,7 @@ class Membership:
                 suspicion.checking = True
                 self._checks.append((node, suspicion))
 
-    def _next_check(self) -> _Node | None:
+    def _next_check(self) -> Node | None:
         """The suspect whose timer fired, to be probed one last time before it is declared dead.
 
         Not in memberlist, which declares dead when the timer fires. Gossip reaches each member
@@ -1113,11 +580,11 @@ class Membership:
                 if a.incarnation <= tomb[0]:
                     return  # quarantined: stale gossip about a member we forgot
                 del self._tombstones[a.node_id]
-            node = _Node(a.node_id, a.addr, a.incarnation, _ALIVE, now_ns)
+            node = Node(a.node_id, a.addr, a.incarnation, _ALIVE, now_ns)
             self._nodes[a.node_id] = node
             node.entry = a  # exactly our state of it: push/pull reuses the object
             self._alive.add(node)
-            self._ring_insert(node)
+            self._ring.insert(node)
             self._claim_addr(node, now_ns)
             self._state_cache = None
             self._emit("joined", node)
@@ -1170,16 +637,7 @@ class Membership:
         self._set_state(node, _SUSPECT, now_ns)
         node.entry = None
         self._state_cache = None
-        cfg = self._cfg
-        n = self.num_members()
-        # memberlist: k = mult - 2 confirmations wanted, none if the cluster cannot supply them
-        # (n - 2: neither we nor the suspect can confirm).
-        k = cfg.suspicion_mult - 2
-        if n - 2 < k:
-            k = 0
-        min_ns = suspicion_timeout_ns(cfg.suspicion_mult, n, cfg.probe_interval_ns)
-        max_ns = cfg.suspicion_max_timeout_mult * min_ns
-        node.suspicion = _Suspicion(s.from_id, k, min_ns, max_ns, now_ns)
+        node.suspicion = Suspicion.start(s.from_id, self._cfg, self.num_members(), now_ns)
         self._push_suspicion(node, node.suspicion)
         self._emit("suspect", node)
         self._broadcast(s)
@@ -1220,7 +678,7 @@ class Membership:
         self._adjust_health(1)
         self._queue_update(self._my_alive())
 
-    def _set_state(self, node: _Node, state: MemberState, now_ns: int) -> None:
+    def _set_state(self, node: Node, state: MemberState, now_ns: int) -> None:
         old = node.state
         if old is _ALIVE:
             self._alive.remove(node)
@@ -1232,10 +690,10 @@ class Membership:
         node.since_ns = now_ns
         if state is _ALIVE:
             self._alive.add(node)
-            self._ring_insert(node)
+            self._ring.insert(node)
         elif state is _SUSPECT:
             self._suspect.add(node)
-            self._ring_insert(node)
+            self._ring.insert(node)
         elif state is _DEAD:
             self._dead.add(node)
             self._reap_dead.append((now_ns + self._cfg.reconnect_timeout_ns, node))
@@ -1246,7 +704,7 @@ class Membership:
         else:
             self._reap_left.append((now_ns + self._cfg.gossip_to_dead_ns, node))
 
-    def _claim_addr(self, node: _Node, now_ns: int) -> None:
+    def _claim_addr(self, node: Node, now_ns: int) -> None:
         previous = self._by_addr.get(node.addr)
         if previous is self._me:
             return  # a stranger claims our address; our own entry stays authoritative
@@ -1254,7 +712,7 @@ class Membership:
         if previous is not None and previous is not node and previous.state in (_DEAD, _LEFT):
             self._forget(previous, now_ns)  # a new process replaced it at that address
 
-    def _forget(self, node: _Node, now_ns: int) -> None:
+    def _forget(self, node: Node, now_ns: int) -> None:
         if self._nodes.get(node.node_id) is not node:
             return
         del self._nodes[node.node_id]
@@ -1296,7 +754,7 @@ class Membership:
 
     # ---------------------------------------------------------------- dissemination
 
-    def _emit(self, kind: EventKind, node: _Node) -> None:
+    def _emit(self, kind: EventKind, node: Node) -> None:
         events = self._events
         if len(events) == events.maxlen:
             self.events_dropped += 1  # the deque drops the oldest
@@ -1339,7 +797,7 @@ class Membership:
 
     def _gossip(self, out: list[Send]) -> None:
         # memberlist gossip(): a few random live members, one packet each, while there is news.
-        targets = self._sample((self._alive, self._suspect), self._cfg.gossip_nodes, ())
+        targets = sample(self._rng, (self._alive, self._suspect), self._cfg.gossip_nodes, ())
         budget = self._cfg.max_packet_bytes - estimate_size(Gossip(self._id))
         for node in targets:
             taken = self._queue.take(budget, self.num_members())
@@ -1363,7 +821,7 @@ class Membership:
         self._state_cache = cached = tuple(states)
         return cached
 
-    def _entry_of(self, node: _Node) -> Update:
+    def _entry_of(self, node: Node) -> Update:
         state = node.state
         if state is _ALIVE:
             return Alive(node.node_id, node.addr, node.incarnation)
@@ -1378,7 +836,7 @@ class Membership:
 
     def _push_pull_random(self, out: list[Send]) -> None:
         # memberlist pushPull(): one random ALIVE member.
-        for node in self._sample((self._alive,), 1, ()):
+        for node in sample(self._rng, (self._alive,), 1, ()):
             out.append(Send(node.addr, self._push_pull_request()))
 
     def _reconnect(self, out: list[Send]) -> None:
@@ -1401,41 +859,3 @@ class Membership:
     def _is_live_addr(self, addr: str) -> bool:
         node = self._by_addr.get(addr)
         return node is not None and (node.state is _ALIVE or node.state is _SUSPECT)
-
-    # ---------------------------------------------------------------- sampling
-
-    def _sample(self, pools: tuple[_Pool, ...], k: int, exclude: Collection[str]) -> list[_Node]:
-        """Up to ``k`` distinct random nodes from the union of ``pools``, skipping ``exclude``.
-
-        O(k) expected: random indices with rejection while the pools are large compared with
-        k + len(exclude); a filtered shuffle when they are not (memberlist kRandomNodes).
-        """
-        total = sum(len(pool) for pool in pools)
-        if k <= 0 or total == 0:
-            return []
-        rng = self._rng
-        if total <= 3 * (k + len(exclude)):
-            candidates = [
-                node for pool in pools for node in pool.items if node.node_id not in exclude
-            ]
-            if len(candidates) > k:
-                return rng.sample(candidates, k)
-            rng.shuffle(candidates)
-            return candidates
-        chosen: list[_Node] = []
-        seen: set[int] = set()
-        tries = 4 * (k + len(exclude)) + 16
-        while len(chosen) < k and tries:
-            tries -= 1
-            index = int(rng.random() * total)
-            if index in seen:
-                continue
-            seen.add(index)
-            for pool in pools:
-                if index < len(pool):
-                    node = pool.items[index]
-                    if node.node_id not in exclude:
-                        chosen.append(node)
-                    break
-                index -= len(pool)
-        return chosen
