@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
@@ -16,6 +17,13 @@ import pytest
 
 from chisme import Config, Node
 from chisme.clock import Clock, ManualClock
+from chisme.net.memory import (
+    MemoryNetwork,
+    MemoryTransport,
+    NetworkClock,
+    NodeCodec,
+    VirtualTimeLoop,
+)
 from chisme.net.tcp import split_host_port
 from chisme.tracker.types import AnnounceRequest, Event, TrackerAnswer
 
@@ -228,3 +236,86 @@ def read_reply() -> Callable[[asyncio.StreamReader], Awaitable[HttpReply]]:
 def http() -> Http:
     """``await http(addr, "GET", "/healthz", body=None, headers=None)`` -> HttpReply."""
     return _http
+
+
+# -- whole nodes on the in-memory network, on virtual time -------------------------------------
+
+
+class MemoryCluster:
+    """Nodes on one :class:`MemoryNetwork`, each a real :class:`Node` whose transport is the
+    network (no node port is bound) and whose clock is the network's virtual time. A test
+    body runs on :class:`VirtualTimeLoop`: every sleep and deadline is virtual, so waiting
+    out a TTL or a failure detection costs milliseconds of real time."""
+
+    def __init__(self, net: MemoryNetwork, stack: contextlib.AsyncExitStack) -> None:
+        self.net = net
+        self.clock = NetworkClock(net)
+        self._stack = stack
+        self._next = 0
+        self.running: dict[str, Node] = {}
+
+    def config(self, **overrides: Any) -> Config:
+        base: dict[str, Any] = {
+            "protocol": "v2", "listen": "127.0.0.1:0", "api": "", "tracker_http": "",
+            "tracker_udp": "",
+        }
+        return Config.profile("local", **{**base, **overrides})
+
+    async def start(self, *, addr: str = "", **overrides: Any) -> Node:
+        """A node at ``addr`` (or the next free 10.0.0.N:7070), stopped at the end."""
+        if not addr:
+            self._next += 1
+            addr = f"10.0.0.{self._next}:7070"
+        node = Node(self.config(**overrides), clock=self.clock,
+                    rng=random.Random(self._next), transport=MemoryTransport(self.net, addr))
+        await node.__aenter__()
+        self.running[addr] = node
+        self._stack.push_async_callback(self._stop_if_running, node)
+        return node
+
+    async def cluster(self, n: int, **overrides: Any) -> list[Node]:
+        """A seed and ``n - 1`` nodes that know only the seed's address."""
+        seed = await self.start(**overrides)
+        rest = [await self.start(peers=(seed.node_address,), **overrides) for _ in range(n - 1)]
+        return [seed, *rest]
+
+    async def stop(self, node: Node) -> None:
+        """A clean stop: the node leaves the cluster."""
+        self.running.pop(node.node_address, None)
+        await node.__aexit__(None, None, None)
+
+    async def kill(self, node: Node) -> None:
+        """A crash: from now on the node sends and receives nothing (no goodbye)."""
+        index = self.net.index_of(node.node_address)
+        assert index is not None
+        self.net.kill(index)
+        await self.stop(node)
+
+    async def _stop_if_running(self, node: Node) -> None:
+        if self.running.get(node.node_address) is node:
+            await self.stop(node)
+
+
+OnMemory = Callable[[Callable[[MemoryCluster], Awaitable[None]]], None]
+
+
+@pytest.fixture
+def on_memory() -> OnMemory:
+    """``on_memory(body)``: run ``async def body(cluster)`` on a fresh network's virtual time
+    (the test function itself is a plain ``def``)."""
+
+    def run(body: Callable[[MemoryCluster], Awaitable[None]], *, seed: int = 1,
+            loss: float = 0.0) -> None:
+        net = MemoryNetwork(NodeCodec(), rng=random.Random(seed), loss=loss, verify=True)
+
+        async def main() -> None:
+            async with contextlib.AsyncExitStack() as stack:
+                await body(MemoryCluster(net, stack))
+
+        loop = VirtualTimeLoop(net)
+        try:
+            loop.run_until_complete(main())
+        finally:
+            loop.close()
+
+    return run

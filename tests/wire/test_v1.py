@@ -235,7 +235,9 @@ def test_record_fields_are_written_as_text() -> None:
     ]
     assert obj["providers"][0]["peer_id"] == "-TR3000-abc"
     assert obj["providers"][3]["peer_id"] == "ÿþ-raw"
-    assert list(obj["providers"][3]) == ["addr", "peer_id", "last_seen"]
+    # the seeder flag is chisme's extension; origin and version stay off the v1 wire
+    assert list(obj["providers"][3]) == ["addr", "peer_id", "last_seen", "seeder"]
+    assert list(obj["providers"][1]) == ["addr", "last_seen"]
 
 
 def test_encode_providers_golden() -> None:
@@ -244,7 +246,7 @@ def test_encode_providers_golden() -> None:
         [Provider("10.0.0.5:6881", T_NANO, "-qB4650-abc", seeder=True), Provider("[::1]:1", 0)]
     ) == (
         b'[{"addr":"10.0.0.5:6881","peer_id":"-qB4650-abc",'
-        b'"last_seen":"2026-11-25T17:36:11.123456789Z"},'
+        b'"last_seen":"2026-11-25T17:36:11.123456789Z","seeder":true},'
         b'{"addr":"[::1]:1","last_seen":"0001-01-01T00:00:00Z"}]\n'
     )
 
@@ -265,7 +267,7 @@ def test_unknown_fields_are_ignored() -> None:
             "extra": {"a": [1, {"b": None}], "c": "}]"},
             "info_hash": H,
             "providers": [
-                {"seeder": True, "addr": "10.0.0.5:6881", "x": [[], {}], "peer_id": "p"},
+                {"seeding": True, "addr": "10.0.0.5:6881", "x": [[], {}], "peer_id": "p"},
             ],
             "limit": 3,
         }

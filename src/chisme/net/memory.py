@@ -176,9 +176,15 @@ class MemoryNetwork:
     # -- topology ---------------------------------------------------------------------
 
     def attach(self, addr: str, endpoint: Endpoint) -> int:
-        """Add an endpoint at ``addr``; returns its index."""
-        if addr in self._index:
-            raise ValueError(f"address {addr} is taken")
+        """Add an endpoint at ``addr``; returns its index. The address of a killed endpoint
+        may be taken again (a process restarted on its port): same index, a new endpoint."""
+        old = self._index.get(addr)
+        if old is not None:
+            if self.alive[old]:
+                raise ValueError(f"address {addr} is taken")
+            self._endpoints[old] = endpoint
+            self.alive[old] = True
+            return old
         i = len(self._endpoints)
         self._endpoints.append(endpoint)
         self._index[addr] = i
@@ -214,6 +220,8 @@ class MemoryNetwork:
 
     def send(self, src: int, to: str, msg: object, reliable: bool) -> None:
         """Send ``msg`` from endpoint ``src`` to the endpoint at ``to`` (see module docstring)."""
+        if not self.alive[src]:
+            return  # a killed endpoint sends nothing
         dst = self._index.get(to, -1)
         traffic = self.traffic
         if isinstance(msg, Batch):
@@ -345,8 +353,9 @@ Answer = Callable[[v1.Message, str, int], "bytes | None"]
 class MemoryTransport:
     """One node's attachment to a :class:`MemoryNetwork`: the Transport and Asker seams of
     :mod:`chisme.net.transport` on virtual time. The network drives it as an endpoint and it
-    hands messages on to the node's cluster role (``endpoint``); v1 requests (``ask``) are
-    answered by ``answer`` at the far end, as the node port would."""
+    hands messages on to the node's cluster role (``endpoint``); with ``answer`` (a node's
+    node port) v1 messages go there instead, and v1 requests (``ask``) are answered by it at
+    the far end, as over TCP."""
 
     def __init__(self, net: MemoryNetwork, addr: str) -> None:
         self.net = net
@@ -361,6 +370,10 @@ class MemoryTransport:
     def attach(self, endpoint: Endpoint, answer: Answer | None = None) -> None:
         self.endpoint = endpoint
         self.answer = answer
+
+    async def close(self) -> None:
+        """Leave the network: nothing more is sent or delivered (the address may be reused)."""
+        self.net.kill(self.index)
 
     # -- Transport ------------------------------------------------------------------------
 
@@ -391,14 +404,18 @@ class MemoryTransport:
         if isinstance(msg, Exchange):
             self._exchange(src, msg)
             return
-        endpoint = self.endpoint
-        if endpoint is None:
-            return
         if isinstance(msg, Batch):
             for part in msg.msgs:
-                endpoint.deliver(src, part)
+                self._deliver(src, part)
         else:
-            endpoint.deliver(src, msg)
+            self._deliver(src, msg)
+
+    def _deliver(self, src: str, msg: object) -> None:
+        # a node's v1 input goes through its node port, as over TCP; the rest to its role
+        if self.answer is not None and isinstance(msg, v1.Announce | v1.Gossip):
+            self.answer(msg, src, len(v1.encode_message(msg)))
+        elif self.endpoint is not None:
+            self.endpoint.deliver(src, msg)
 
     def on_timer(self) -> None:
         if self.endpoint is not None:

@@ -77,6 +77,8 @@ class Attachment(Transport, Asker, Protocol):
 
     def attach(self, endpoint: Endpoint, answer: Answer | None = None) -> None: ...
 
+    async def close(self) -> None: ...
+
 
 class Node:
     """A chisme node. Use it as an async context manager; see the module docstring."""
@@ -200,6 +202,7 @@ class Node:
             transport = asker = sockets
         else:
             transport = asker = self._given
+            self._closers.append(self._given.close)
         self.transport = transport
         self.role = self._make_role(transport)
         self.overlay = Overlay(

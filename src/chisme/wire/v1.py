@@ -45,6 +45,7 @@ import msgspec
 
 from chisme.core.keys import format_addr, parse_addr, parse_info_hash
 from chisme.core.records import (
+    FLAG_SEEDER,
     FLAG_TOMBSTONE,
     MAX_PEER_ID_BYTES,
     Provider,
@@ -133,6 +134,7 @@ class _ProviderMeta(msgspec.Struct, frozen=True):
     addr: str | None = None
     peer_id: str | None = None
     last_seen: str | None = None
+    seeder: bool | None = None  # chisme extension: the provider has the whole content
 
 
 class _WireMsg(msgspec.Struct, frozen=True):
@@ -158,6 +160,7 @@ class _OutProvider(msgspec.Struct, kw_only=True, omit_defaults=True):
     addr: str
     peer_id: str = ""  # `json:"peer_id,omitempty"`
     last_seen: str
+    seeder: bool = False  # chisme extension, omitted when false; Go ignores unknown fields
 
 
 class _OutMsg(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -283,7 +286,7 @@ def _record(meta: _ProviderMeta, i: int, field: str = "providers") -> Record:
             raise WireError(f"{field}[{i}].last_seen: {exc.reason}") from exc
         if last_seen_ns == GO_ZERO_NS:
             last_seen_ns = 0  # WIRE.md: missing or zero means unknown; the receiver stamps it
-    return Record(addr, last_seen_ns, peer_id)
+    return Record(addr, last_seen_ns, peer_id, FLAG_SEEDER if meta.seeder else 0)
 
 
 def _to_message(wire: _WireMsg) -> Message:
@@ -460,15 +463,19 @@ def _go_time(ns: int) -> str:
     return format_rfc3339(min(max(ns, MIN_NS), MAX_NS))
 
 
-def _out_provider(addr: str, peer_id: str, last_seen_ns: int) -> _OutProvider:
-    return _OutProvider(addr=addr, peer_id=peer_id, last_seen=_go_time(last_seen_ns))
+def _out_provider(
+    addr: str, peer_id: str, last_seen_ns: int, seeder: bool = False
+) -> _OutProvider:
+    return _OutProvider(addr=addr, peer_id=peer_id, last_seen=_go_time(last_seen_ns),
+                        seeder=seeder)
 
 
 def encode_message(msg: Message) -> bytes:
     """The exact bytes the seed's ``json.NewEncoder(conn).Encode(wireMsg{…})`` writes.
 
     A record's peer id is written as text: UTF-8 if it is, else Latin-1 (as
-    :func:`chisme.core.records.peer_id_text`); v1 has no seeder flag, origin or tombstone.
+    :func:`chisme.core.records.peer_id_text`); a seeder carries chisme's ``"seeder":true``
+    (omitted otherwise, so the seed's bytes are unchanged); v1 has no origin or version.
     """
     if isinstance(msg, Members):
         return b'{"type":"members"}\n'
@@ -479,7 +486,8 @@ def encode_message(msg: Message) -> bytes:
             type="announce" if isinstance(msg, Announce) else "gossip",
             info_hash=msg.info_hash,
             providers=[
-                _out_provider(format_addr(r.addr), peer_id_text(r.peer_id), r.last_seen_ns)
+                _out_provider(format_addr(r.addr), peer_id_text(r.peer_id), r.last_seen_ns,
+                              bool(r.flags & FLAG_SEEDER))
                 for r in msg.records
             ],
             downloaded=(msg.downloaded or None) if isinstance(msg, Gossip) else None,
@@ -496,7 +504,9 @@ def encode_message(msg: Message) -> bytes:
 
 def encode_providers(providers: Sequence[Provider]) -> bytes:
     """A ``lookup`` reply: the JSON array of providers and ``\\n`` (``[]\\n`` when empty)."""
-    return _go_json([_out_provider(p.addr, p.peer_id, p.last_seen_ns) for p in providers])
+    return _go_json(
+        [_out_provider(p.addr, p.peer_id, p.last_seen_ns, p.seeder) for p in providers]
+    )
 
 
 def encode_error(reason: str) -> bytes:

@@ -1,9 +1,10 @@
-"""v2 clusters of in-process nodes on real loopback sockets (issue 4 §1-3; docs/v2.md).
+"""v2 clusters of in-process nodes on real loopback sockets (docs/v2.md): what only sockets
+show. The cluster behaviour itself (membership, rumors, tombstones, TTLs, leases, restarts,
+v1 peers) runs on virtual time in test_v2_on_memory.py.
 
 Every node runs ``Config.profile("local", protocol="v2")`` on port 0 (its UDP socket takes
-the same number) and knows ONE seed. Nothing is driven by hand: the engines tick on their own
-timers, and tests wait on predicates under a deadline. The durations they wait are logged
-(``pytest -o log_cli=true --log-cli-level=INFO tests/test_node_v2.py`` shows them).
+the same number) and knows ONE seed. Nothing is driven by hand: the roles tick on their own
+timers, and tests wait on predicates under a deadline.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from chisme.core.gossip import origin_id
 from chisme.core.keys import parse_addr
 from chisme.core.records import Record
 from chisme.net import tcp
-from chisme.tracker.types import Event
 from chisme.wire import v1, v2
 from chisme.wire.rfc3339 import format_rfc3339
 from conftest import tracker_announce
@@ -100,21 +100,6 @@ async def timed(wait_until: WaitUntil, predicate: Callable[[], bool], what: str,
 # -- §2 membership from one seed -------------------------------------------------------------
 
 
-async def test_five_nodes_from_one_seed_learn_each_other(
-    start: Start, wait_until: WaitUntil
-) -> None:
-    nodes = await cluster(start, 5)
-    await timed(wait_until, lambda: all_alive(nodes), "5 nodes from one seed: all alive everywhere")
-    for n in nodes:
-        assert sorted(n.role.fanout()) == sorted(x.node_address for x in nodes if x is not n)
-        assert n.status()["members_alive"] == 5
-        rows = {x["id"]: x for x in n.members()}
-        assert {rows[x.member_id]["addr"] for x in nodes} == {x.node_address for x in nodes}
-    gauge = 'chisme_members{state="alive"} 5.0'
-    await wait_until(lambda: all(gauge in n.metrics.render().decode() for n in nodes),
-                     what="the members gauge")
-
-
 async def test_a_member_that_missed_a_join_learns_it_from_the_strangers_probe(
     start: Start, wait_until: WaitUntil
 ) -> None:
@@ -162,21 +147,6 @@ def _bind_pair(stack: contextlib.ExitStack) -> tuple[socket.socket, socket.socke
         tcp_sock.setblocking(False)
         return tcp_sock, udp_sock, port
     pytest.skip("no free TCP+UDP port pair")
-
-
-async def test_a_node_started_before_its_seed_joins_when_the_seed_comes_up(
-    start: Start, wait_until: WaitUntil
-) -> None:
-    """Processes of a cluster start in any order: a join nobody answered is retried (1 s,
-    then backing off), not left to the seed reconnect every 10-30 s."""
-    with contextlib.ExitStack() as stack:
-        _, _, port = _bind_pair(stack)
-    seed_addr = f"127.0.0.1:{port}"
-    early = await start(peers=(seed_addr,))
-    assert early.role.fanout() == []
-    seed = await start(listen=seed_addr)
-    await timed(wait_until, lambda: all_alive([early, seed]),
-                "a node started before its seed: joined")
 
 
 async def test_a_node_of_another_cluster_is_refused_and_does_not_join(
@@ -227,156 +197,6 @@ async def test_announces_at_one_node_reach_every_node(
     # replicas hold exactly the origin's records
     snaps = [n.store.snapshot() for n in nodes]
     assert all(s == snaps[0] for s in snaps)
-
-
-async def test_a_remove_spreads_as_a_tombstone(start: Start, wait_until: WaitUntil) -> None:
-    nodes = await cluster(start, 4)
-    await wait_until(lambda: all_alive(nodes))
-    a, b = nodes[1], nodes[2]
-    await a.announce(IH, P1)
-    await a.announce(IH, P2)
-    await wait_until(lambda: all(addrs(n) == {P1, P2} for n in nodes))
-    gone = await a.remove(IH, P1)  # at its origin
-    assert gone.tombstone
-    await timed(wait_until, lambda: all(addrs(n) == {P2} for n in nodes), "a tombstone: everywhere")
-    for n in nodes:
-        held = n.store.get(IH, parse_addr(P1))
-        assert held is not None and held.tombstone and held.last_seen_ns == gone.last_seen_ns
-    # a BitTorrent "stopped" at another node than the origin removes it too
-    stopped = tracker_announce(b, IH, parse_addr(P2), event=Event.STOPPED, numwant=0)
-    assert isinstance(stopped, tuple)
-    await wait_until(lambda: all(addrs(n) == set() for n in nodes), what="the stopped event")
-    assert all(n.store.num_tombstones == 2 for n in nodes)
-    # v1 lookups agree
-    for n in nodes:
-        assert await Client(n.node_address).lookup(IH) == []
-
-
-async def test_a_provider_that_stops_announcing_disappears_everywhere_after_the_ttl(
-    start: Start, wait_until: WaitUntil
-) -> None:
-    """P1 announces once; P2 keeps announcing at its node. P1 goes from every node about a
-    TTL later (its origin tombstones it); P2 stays everywhere although replicas never see its
-    refreshes (they cost no traffic: the origin's lease keeps it)."""
-    ttl = 1.0
-    nodes = await cluster(start, 4, ttl_s=ttl, sweep_interval_s=0.05)
-    await wait_until(lambda: all_alive(nodes))
-    a, b = nodes[1], nodes[2]
-    await a.announce(IH, P1)
-    await b.announce(IH, P2)
-    t0 = time.monotonic()
-    await wait_until(lambda: all(addrs(n) == {P1, P2} for n in nodes))
-    replica_stamp = a.store.get(IH, parse_addr(P2))
-    assert replica_stamp is not None
-
-    async def keep_announcing() -> None:
-        while True:
-            await b.announce(IH, P2)
-            await asyncio.sleep(ttl / 4)  # a client's announce interval (not a synchronisation)
-
-    flaps: list[str] = []  # nodes seen without P2 (a lease that lapsed while b was alive)
-
-    def p2_lost() -> bool:
-        flaps.extend(n.node_address for n in nodes if P2 not in addrs(n))
-        return bool(flaps)
-
-    def p1_gone_p2_everywhere() -> bool:
-        return not p2_lost() and all(addrs(n) == {P2} for n in nodes)
-
-    async with asyncio.TaskGroup() as tg:
-        refresher = tg.create_task(keep_announcing())
-        await wait_until(p1_gone_p2_everywhere, what="P1 to expire everywhere")
-        took = time.monotonic() - t0
-        log.info("a provider silent after its announce: gone everywhere %.3f s later (ttl %g s)",
-                 took, ttl)
-        # P2 outlives several TTLs on every node while its refreshes stay local to b
-        deadline = time.monotonic() + 3 * ttl
-        await wait_until(lambda: p2_lost() or time.monotonic() > deadline)
-        refresher.cancel()
-    assert flaps == [], "P2 lapsed while its origin was alive and it kept announcing"
-    held = a.store.get(IH, parse_addr(P2))
-    assert held is not None and held.version == replica_stamp.version  # no new version
-    assert held.last_seen_ns == replica_stamp.last_seen_ns  # not even a new stamp
-    # P1 went as a tombstone from its origin; memory is freed later by the sweeper
-    for n in nodes:
-        assert await Client(n.node_address).lookup(IH) != []
-        assert P1 not in {p.addr for p in await n.lookup(IH)}
-
-
-async def test_a_replica_looks_up_a_provider_its_origin_keeps_alive(
-    start: Start, wait_until: WaitUntil
-) -> None:
-    """A provider that keeps announcing at its origin keeps its first stamp on replicas (its
-    refreshes cost no traffic); their overlay lookups must still return it after a TTL."""
-    ttl = 1.0
-    nodes = await cluster(start, 3, ttl_s=ttl, sweep_interval_s=0.05, lookup_fanout=0)
-    await wait_until(lambda: all_alive(nodes))
-    a, b = nodes[0], nodes[1]
-    await a.announce(IH, P1)
-    await wait_until(lambda: P1 in addrs(b))
-    held = b.store.get(IH, parse_addr(P1))
-    assert held is not None
-
-    async def refresh() -> None:
-        while True:
-            await a.announce(IH, P1)
-            await asyncio.sleep(ttl / 4)  # the client's announce interval
-
-    async with asyncio.TaskGroup() as tg:
-        refresher = tg.create_task(refresh())
-        await wait_until(lambda: time.time_ns() - held.last_seen_ns > 2 * ttl * 1e9,
-                         what="the replica's stamp to be two TTLs old")
-        still = b.store.get(IH, parse_addr(P1))
-        overlay = [p.addr for p in await b.lookup(IH)]
-        v1_reply = [p.addr for p in await Client(b.node_address).lookup(IH)]
-        refresher.cancel()
-    assert still == held  # no refresh reached the replica
-    assert overlay == [P1]  # was [] (a TTL cut on the stamp)
-    assert v1_reply == [P1]
-
-
-async def test_a_tracker_announce_completed_from_the_overlay_keeps_replicas_in_sync(
-    start: Start, wait_until: WaitUntil
-) -> None:
-    """A BitTorrent client's first announce at c asks members for peers; their answers must
-    not be written over c's replicated records (a v1 copy left c's digest different)."""
-    nodes = await cluster(start, 3)
-    await wait_until(lambda: all_alive(nodes))
-    a, c = nodes[0], nodes[2]
-    await a.announce(IH, P1)
-    await wait_until(lambda: all(P1 in addrs(n) for n in nodes))
-    first = c.store.get(IH, parse_addr(P1))
-    refreshed = await a.announce(IH, P1)  # a's stamp moves on; replicas keep theirs
-    assert first is not None and refreshed.last_seen_ns > first.last_seen_ns
-    answer = tracker_announce(c, IH, parse_addr(P3))
-    assert not isinstance(answer, tuple)  # c held fewer than numwant: it asked the members
-    got = await answer
-    assert parse_addr(P1) in got[2]  # (seeders, leechers, peers)
-    held = c.store.get(IH, parse_addr(P1))
-    assert held is not None and held.origin == origin_id(a.member_id)
-
-    def roots() -> set[int]:
-        return {n.role.engine.replicator.digest.root for n in nodes if n.role.engine is not None}
-
-    await wait_until(lambda: len(roots()) == 1 and all(P3 in addrs(n) for n in nodes),
-                     what="identical digests on every node")
-
-
-async def test_records_of_a_member_that_left_expire_everywhere(
-    start: Start, wait_until: WaitUntil
-) -> None:
-    """No lease for a departed origin: its records expire a TTL after their stamp."""
-    ttl = 1.0
-    nodes = await cluster(start, 3, ttl_s=ttl, sweep_interval_s=0.05)
-    await wait_until(lambda: all_alive(nodes))
-    async with Node(v2_config(peers=(nodes[0].node_address,), ttl_s=ttl)) as d:
-        await wait_until(lambda: all_alive([*nodes, d]))
-        await d.announce(IH, P4)
-        await wait_until(lambda: all(addrs(n) == {P4} for n in nodes))
-    await timed(wait_until, lambda: all(states(n).get(d.member_id) == "left" for n in nodes),
-                "a graceful leave: left everywhere")
-    await timed(wait_until, lambda: all(addrs(n) == set() for n in nodes),
-                "records of a departed origin: expired everywhere")
 
 
 # -- restarts ----------------------------------------------------------------------------------
@@ -443,32 +263,6 @@ async def test_a_v1_node_announce_and_gossip_are_adopted_and_replicated(
     await tcp.send_message(a.node_address, gossip, DEADLINE_S)
     await wait_until(lambda: a.metrics.messages_in.labels("v1", "gossip")._value.get() == 2)
     assert a.store.get(IH2, parse_addr(P2)) == version
-
-
-async def test_a_v1_peer_of_a_replica_keeps_a_provider_its_origin_keeps_alive(
-    start: Start, wait_until: WaitUntil
-) -> None:
-    ttl = 1.0
-    async with Node(v2_config(protocol="v1", ttl_s=ttl, gossip_interval_s=0.1)) as old:
-        a = await start(ttl_s=ttl)
-        b = await start(ttl_s=ttl, peers=(a.node_address,), v1_peers=(old.node_address,),
-                        gossip_interval_s=0.1)
-        await wait_until(lambda: all_alive([a, b]))
-        first = await a.announce(IH, P1)
-
-        async def refresh() -> None:
-            while True:
-                await a.announce(IH, P1)
-                await asyncio.sleep(ttl / 4)  # the client's announce interval
-
-        async with asyncio.TaskGroup() as tg:
-            refresher = tg.create_task(refresh())
-            await wait_until(lambda: P1 in addrs(old), what="b's v1 gossip to reach old")
-            await wait_until(lambda: time.time_ns() - first.last_seen_ns > 3 * ttl * 1e9)
-            at_b, at_old = addrs(b), addrs(old)
-            refresher.cancel()
-        assert P1 in at_b
-        assert P1 in at_old
 
 
 async def test_v1_lookups_answer_on_v2_nodes(start: Start, wait_until: WaitUntil) -> None:
