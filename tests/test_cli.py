@@ -285,7 +285,8 @@ async def test_a_node_port_in_use_is_one_line() -> None:
         busy.listen()
         addr = f"127.0.0.1:{busy.getsockname()[1]}"
         r = await run("node", "--listen", addr, "--api", "", *OFF)
-        assert_one_line_error(r, 2, rf"cannot listen on {re.escape(addr)}: Address already in use")
+        assert_one_line_error(r, 2,
+                              rf"cannot listen on tcp {re.escape(addr)}: Address already in use")
         r = await run("node", "--listen", "127.0.0.1:0", "--api", addr, *OFF)
         assert r.code == 2 and "Traceback" not in r.err, r
         assert r.err.splitlines()[-1].startswith("chisme: error: cannot listen on"), r

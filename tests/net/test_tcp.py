@@ -274,7 +274,7 @@ async def test_a_bind_failure_is_a_config_error() -> None:
         host, port = tcp.split_host_port(busy)
         server = tcp.NodePortServer(StubService(), max_bytes=4096, read_timeout_s=1,
                                     max_connections=1)
-        with pytest.raises(ConfigError, match=f"cannot listen on {host}:{port}: "):
+        with pytest.raises(ConfigError, match=f"cannot listen on tcp {host}:{port}: "):
             await server.start(host, port)
 
 

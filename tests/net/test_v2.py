@@ -489,7 +489,7 @@ async def test_a_udp_port_taken_is_a_config_error(config: Callable[..., Config])
             await node.__aenter__()
     if "UDP" not in str(info.value):
         pytest.skip(f"TCP port {port} was not free either: {info.value}")
-    assert f"cannot bind UDP 127.0.0.1:{port}" in str(info.value)
+    assert f"cannot listen on udp 127.0.0.1:{port}" in str(info.value)
 
 
 async def test_a_seed_that_speaks_only_v1_is_named_as_such(

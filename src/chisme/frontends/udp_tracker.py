@@ -25,16 +25,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, cast
 
 from chisme.config import Config
-from chisme.errors import ConfigError
 from chisme.metrics import Metrics
 from chisme.net.addresses import ClientAddresses
+from chisme.net.errors import bind_errors
 from chisme.service.tracker import NOT_ALLOWED, TrackerService
 from chisme.tracker.connid import ConnectionIds
 from chisme.tracker.types import TrackerAnswer
@@ -104,13 +103,10 @@ class UdpTracker(asyncio.DatagramProtocol):
         """Bind and serve; returns the bound (host, port). A port in use or an address not on
         this host is a ConfigError, as for the TCP listeners."""
         loop = asyncio.get_running_loop()
-        try:
+        with bind_errors("udp", host, port):
             transport, _ = await loop.create_datagram_endpoint(
                 lambda: self, local_addr=(host, port)
             )
-        except OSError as e:
-            why = os.strerror(e.errno) if e.errno else str(e)
-            raise ConfigError(f"cannot listen on udp {host}:{port}: {why}") from e
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):  # a kernel may refuse; the default still works

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
-from chisme.errors import ConfigError
+from chisme.net.errors import bind_errors
 
 
 async def listen_tcp(
@@ -18,11 +17,8 @@ async def listen_tcp(
     Returns the server and the bound address (port 0 becomes the port the OS picked).
     """
     loop = asyncio.get_running_loop()
-    try:
+    with bind_errors("tcp", host, port):
         server = await loop.create_server(factory, host, port, reuse_address=True, backlog=backlog)
-    except OSError as e:
-        why = os.strerror(e.errno) if e.errno else str(e)
-        raise ConfigError(f"cannot listen on {host}:{port}: {why}") from e
     sockname = server.sockets[0].getsockname()
     return server, (sockname[0], sockname[1])
 

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from chisme.core.cluster import SwimPacket
 from chisme.core.records import Record
-from chisme.errors import PeerTimeout
+from chisme.net.errors import peer_errors
 from chisme.net.transport import Endpoint
 from chisme.wire import v1, v2
 
@@ -443,10 +443,9 @@ class MemoryTransport:
         data = v1.encode_message(v1.Lookup(info_hash, 0))
         self.net.send(self.index, to, Exchange(ask_id, data, False), True)
         try:
-            async with asyncio.timeout(timeout_s):
-                raw = await fut
-        except TimeoutError:
-            raise PeerTimeout(f"{to}: no answer within {timeout_s:g} s") from None
+            with peer_errors(to, timeout_s):
+                async with asyncio.timeout(timeout_s):
+                    raw = await fut
         finally:
             self._asks.pop(ask_id, None)
         return v1.decode_providers(raw, 1 << 24)

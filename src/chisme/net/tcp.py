@@ -1,7 +1,8 @@
 """Node-to-node I/O over TCP: the v1 server (one JSON message per connection) and client.
 
 The protocol logic lives in :mod:`chisme.wire.v1` (sans-I/O); this module only moves bytes,
-enforces deadlines and the connection cap, and turns socket errors into PeerError.
+enforces deadlines and the connection cap; socket errors become PeerErrors through
+:mod:`chisme.net.errors`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import logging
 from collections.abc import Callable
 from typing import Protocol, cast
 
-from chisme.errors import ChismeError, PeerTimeout, PeerUnreachable, WireError
+from chisme.errors import ChismeError, PeerUnreachable, WireError
+from chisme.net.errors import peer_errors
 from chisme.net.listener import TcpListener
 from chisme.wire.framing import JsonValueScanner
 from chisme.wire.v1 import Message, V1Reader, encode_error
@@ -200,16 +202,13 @@ async def send_message(addr: str, data: bytes, timeout_s: float) -> None:
     host, port = split_host_port(addr)
     writer: asyncio.StreamWriter | None = None
     try:
-        async with asyncio.timeout(timeout_s):
-            _, writer = await asyncio.open_connection(host, port)
-            writer.write(data)
-            await writer.drain()
-            writer.close()
-            await writer.wait_closed()
-    except TimeoutError:
-        raise PeerTimeout(f"{addr}: no answer within {timeout_s:g} s") from None
-    except OSError as e:
-        raise PeerUnreachable(f"{addr}: {e.strerror or e}") from None
+        with peer_errors(addr, timeout_s):
+            async with asyncio.timeout(timeout_s):
+                _, writer = await asyncio.open_connection(host, port)
+                writer.write(data)
+                await writer.drain()
+                writer.close()
+                await writer.wait_closed()
     finally:
         if writer is not None:
             writer.transport.abort()  # a no-op once closed
@@ -221,24 +220,21 @@ async def request(addr: str, data: bytes, timeout_s: float, max_bytes: int) -> b
     scanner = JsonValueScanner(max_bytes, allow_null=True)  # Go answers null for nil
     writer: asyncio.StreamWriter | None = None
     try:
-        async with asyncio.timeout(timeout_s):
-            reader, writer = await asyncio.open_connection(host, port)
-            writer.write(data)
-            await writer.drain()
-            while True:
-                chunk = await reader.read(65536)
-                if not chunk:
-                    raise PeerUnreachable(f"{addr}: closed the connection before answering")
-                value = scanner.feed(chunk)
-                if value is not None:
-                    writer.close()
-                    with contextlib.suppress(OSError):
-                        await writer.wait_closed()
-                    return value
-    except TimeoutError:
-        raise PeerTimeout(f"{addr}: no answer within {timeout_s:g} s") from None
-    except OSError as e:
-        raise PeerUnreachable(f"{addr}: {e.strerror or e}") from None
+        with peer_errors(addr, timeout_s):
+            async with asyncio.timeout(timeout_s):
+                reader, writer = await asyncio.open_connection(host, port)
+                writer.write(data)
+                await writer.drain()
+                while True:
+                    chunk = await reader.read(65536)
+                    if not chunk:
+                        raise PeerUnreachable(f"{addr}: closed the connection before answering")
+                    value = scanner.feed(chunk)
+                    if value is not None:
+                        writer.close()
+                        with contextlib.suppress(OSError):
+                            await writer.wait_closed()
+                        return value
     finally:
         if writer is not None:
             writer.transport.abort()  # a no-op once closed; never wait on a stuck peer

@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import socket
 from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
-from chisme.errors import ChismeError, ConfigError, WireError
+from chisme.errors import ChismeError, PeerError, WireError
+from chisme.net.errors import bind_errors, peer_errors
 from chisme.net.tcp import format_peer, split_host_port
 from chisme.wire import v2
 
@@ -88,13 +88,10 @@ class V2Transport:
     async def start_udp(self, host: str, port: int) -> None:
         """Bind the UDP side of the node port; a port taken is a ConfigError, as for TCP."""
         loop = asyncio.get_running_loop()
-        try:
+        with bind_errors("udp", host, port):
             transport, _ = await loop.create_datagram_endpoint(
                 lambda: _Datagrams(self), local_addr=(host, port), reuse_port=False
             )
-        except OSError as e:
-            why = os.strerror(e.errno) if e.errno else str(e)
-            raise ConfigError(f"cannot bind UDP {host}:{port} (v2 datagrams): {why}") from e
         self._udp = transport
 
     async def close(self) -> None:
@@ -146,10 +143,11 @@ class V2Transport:
         try:
             host, port = split_host_port(to)
             loop = asyncio.get_running_loop()
-            async with asyncio.timeout(self.dial_timeout_s):
-                _, proto = await loop.create_connection(
-                    lambda: _Stream(self, outbound=True, dialed=to), host, port
-                )
+            with peer_errors(to, self.dial_timeout_s):
+                async with asyncio.timeout(self.dial_timeout_s):
+                    _, proto = await loop.create_connection(
+                        lambda: _Stream(self, outbound=True, dialed=to), host, port
+                    )
             stream = proto
             if self._closed:  # closed while we dialed
                 stream.close()
@@ -160,7 +158,7 @@ class V2Transport:
             for frame in pending:
                 stream.write(frame)
                 self.count("out", "frame", len(frame))
-        except (OSError, TimeoutError) as e:
+        except PeerError as e:
             self._dialing.pop(to, None)
             self.count("drop", "unreachable", 1)
             log.debug("dial %s failed: %s", to, e)
