@@ -51,7 +51,7 @@ unit: $(TEST_STAMP)
 test: lint typecheck layers unit
 
 bench: $(TEST_STAMP)
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/run_all.py $(ARGS)
 
 # Regenerate the locks from pyproject.toml's ranges (the newest releases they allow).
 lock: $(BIN)/python
