@@ -144,7 +144,6 @@ class TrackerService:
             self._over_cap[surface].inc()
             return answer
         self._awaited[surface].inc()
-        self.overlay_inflight += 1
         return self._complete(info_hash, addr, seeder, numwant, answer, family)
 
     def _should_complete(self, info_hash: str, now: int) -> bool:
@@ -166,6 +165,8 @@ class TrackerService:
         local: TrackerAnswer,
         family: int,
     ) -> TrackerAnswer:
+        # counted while it runs (a completion closed before it started holds nothing)
+        self.overlay_inflight += 1
         try:
             answers = await self.overlay.ask(info_hash, self.overlay_timeout_s)
         finally:
