@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Sequence
 from typing import Annotated, Any
 
 import msgspec
@@ -404,7 +403,3 @@ class FrameReader:
         if pos:
             del buf[:pos]
         return out
-
-
-def encoded_size(msgs: Sequence[object]) -> int:
-    return sum(len(encode(x)) for x in msgs)
