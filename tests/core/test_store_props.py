@@ -26,7 +26,7 @@ from chisme.core.records import (
     order_key,
     to_provider,
 )
-from chisme.core.store import Store, _sample_slots, lookup_rank
+from chisme.core.store import Store, lookup_rank
 
 S = 1_000_000_000
 NOW = 1_764_000_000 * S
@@ -481,37 +481,3 @@ def test_announce_sample_is_announce_then_sample(
                 s.sweep(now, max_keys=1)
         assert fused.snapshot() == plain.snapshot()
         assert fused.drain_changes() == plain.drain_changes()
-
-
-# -- the sampler's slices pick exactly the arithmetic progression it promises --------------
-
-
-@settings(max_examples=400, deadline=None)
-@given(
-    size=st.integers(0, 70),
-    lo=st.integers(0, 5),
-    want=st.integers(1, 60),
-    skip=st.integers(-1, 80),
-    seed=st.integers(0, 2**32),
-)
-def test_sample_slots_takes_a_progression_from_a_random_start(
-    size: int, lo: int, want: int, skip: int, seed: int
-) -> None:
-    """Slots ``start + j * step`` (mod size) of ``addrs[lo:lo+size]``, ``skip`` left out,
-    at most ``want``: the reference below, built slot by slot, on the same two draws."""
-    addrs: list[AddrKey] = [bytes([10, 0, i // 256, i % 256, 0, 1]) for i in range(lo + size + 3)]
-    hi = lo + size
-    got = _sample_slots(addrs, lo, hi, want, skip, random.Random(seed))
-    rng = random.Random(seed)
-    want_slots: list[int] = []
-    if size:
-        in_range = lo <= skip < hi
-        take = want + 1 if in_range else want
-        start = int(rng.random() * size)
-        step = 1 if size <= take else int(rng.random() * (size // take)) + 1
-        slots = [lo + (start + j * step) % size for j in range(min(take, size))]
-        want_slots = [i for i in slots if i != skip][:want]
-        assert len(set(slots)) == len(slots)  # a progression never wraps onto itself
-    assert got == [addrs[i] for i in want_slots]
-    assert addrs[skip] not in got if 0 <= skip < len(addrs) else True
-    assert len(got) == min(want, size - (lo <= skip < hi))
