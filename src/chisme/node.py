@@ -33,7 +33,7 @@ from chisme.core.keys import AddrKey, parse_addr, parse_info_hash
 from chisme.core.lookup import merge_answers, pick_fanout
 from chisme.core.membership import SwimConfig
 from chisme.core.records import MAX_PEER_ID_BYTES, Provider, Record, to_provider
-from chisme.core.store import Counts, Store
+from chisme.core.store import Counts, Replication, Store
 from chisme.errors import ChismeError, ConfigError, InvalidInput, PeerError
 from chisme.frontends.api import ApiServer
 from chisme.frontends.http_server import HttpServer
@@ -66,13 +66,7 @@ class Node:
         self.clock = clock
         self.rng = rng or random.Random()
         self.node_id = self.config.node_id or secrets.token_hex(8)
-        self.store = Store(
-            self.config.ttl_ns,
-            max_per_key=self.config.max_per_key,
-            max_records=self.config.max_records,
-            max_clock_skew_ns=self.config.max_clock_skew_ns,
-            tombstone_ttl_ns=self.config.tombstone_ttl_ns,
-        )
+        self.store = self._new_store()  # v2: the cluster engine's, once it is built
         self.metrics = Metrics()
         self.metrics.watch_store(
             lambda: self.store.num_records,
@@ -94,6 +88,17 @@ class Node:
         self._recent_overlay_lookups: dict[str, int] = {}
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self.started = asyncio.Event()
+
+    def _new_store(self, replication: Replication | None = None) -> Store:
+        cfg = self.config
+        return Store(
+            cfg.ttl_ns,
+            max_per_key=cfg.max_per_key,
+            max_records=cfg.max_records,
+            max_clock_skew_ns=cfg.max_clock_skew_ns,
+            tombstone_ttl_ns=cfg.tombstone_ttl_ns,
+            replication=replication,
+        )
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -320,11 +325,12 @@ class Node:
         self.engine = ClusterEngine(
             self.member_id,
             self.node_address,
-            self.store,
+            self._new_store,
             config=ClusterConfig(swim=swim[cfg.membership]()),
             rng=self.rng,
             seeds=[p for p in cfg.peers if p != self.node_address],
         )
+        self.store = self.engine.store
         self.engine.replicator.on_merged = self._count_merge
         self._v2_send(self.engine.start(self.clock(), time.monotonic_ns()))
         assert self._tg is not None

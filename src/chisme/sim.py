@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import pickle
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -45,7 +44,7 @@ from chisme.core.gossip import Digest, Out, plan_full_push, record_hash
 from chisme.core.keys import AddrKey
 from chisme.core.membership import Alive, MemberEvent, MemberState, suspicion_timeout_ns
 from chisme.core.records import FLAG_TOMBSTONE, Record
-from chisme.core.store import Store
+from chisme.core.store import Replication, Store
 from chisme.errors import ConfigError
 from chisme.net.memory import Batch, MemoryNetwork, V1Codec, V2Codec
 from chisme.wire import v1
@@ -374,15 +373,16 @@ class Simulation:
         cfg = self.config
         started = time.perf_counter()
         n = cfg.nodes
-        stores = [Store(self.ttl_ns) for _ in range(n)]
+        stores = [Store(self.ttl_ns) for _ in range(n)] if cfg.protocol == "v1" else []
         if cfg.protocol == "v2":
             for i in range(n):
                 rng = random.Random(self.rng.getrandbits(64))
                 seed = self.addrs[1 if i == 0 else 0]
                 engine = ClusterEngine(
-                    self.member_ids[i], self.addrs[i], stores[i], config=cfg.cluster, rng=rng,
-                    seeds=[seed],
+                    self.member_ids[i], self.addrs[i], self._observed_store(i),
+                    config=cfg.cluster, rng=rng, seeds=[seed],
                 )
+                stores.append(engine.store)
                 node: _Node = _V2Node(self, i, engine)
                 self.net.attach(self.addrs[i], node)
                 self.nodes.append(node)
@@ -406,21 +406,16 @@ class Simulation:
         ``preload="announce"`` does exactly that, store by store (~6 us per record and
         node). ``preload="clone"`` (the default) announces each record once at its home,
         merges them all once into a reference store, and copies that store into each node
-        (pickle), then gives the node its own origin's version counter: the same state, ten
-        times faster (tests/test_sim.py checks that both give identical stores and runs).
+        (``Store.copy_from``, which continues the node's own origin's version counter): the
+        same state, ten times faster (tests/test_sim.py checks that both give identical
+        stores and runs). In v2 each node's digest is then a copy of one built once.
         """
         cfg = self.config
         n = cfg.nodes
         rng = self.work_rng
         v2 = cfg.protocol == "v2"
-        observers = [s.observer for s in stores]
-        for s in stores:
-            s.observer = None  # the digest is copied whole below, as it would have converged
         clone = cfg.preload == "clone"
-        homes_only = [Store(self.ttl_ns) for _ in range(n)] if clone else stores
-        if clone:
-            for home, s in zip(homes_only, stores, strict=True):
-                home.local_origin = s.local_origin
+        homes_only = [_home_store(self.ttl_ns, s.local_origin) for s in stores] if clone else stores
         ref = Store(self.ttl_ns)
         for k in range(cfg.keys):
             ih = _info_hash(k)
@@ -447,13 +442,9 @@ class Simulation:
             if self.progress is not None and k % 256 == 0:
                 self.progress("preload", k / max(1, cfg.keys))
         if clone:
-            blob = pickle.dumps(ref.__dict__, protocol=pickle.HIGHEST_PROTOCOL)
             for j, (s, home) in enumerate(zip(stores, homes_only, strict=True)):
-                origin = s.local_origin
-                s.__dict__.update(pickle.loads(blob))
-                s.local_origin = origin
                 # its own records carry versions from its counter: the next change continues it
-                s._version = home._version
+                s.copy_from(ref, version=home.last_version)
                 if self.progress is not None and j % 16 == 0:
                     self.progress("copy", j / n)
         for s in stores:
@@ -471,10 +462,9 @@ class Simulation:
         digest = Digest()
         for info_hash, rec in stores[0].iter_all():
             digest.on_change(info_hash, None, rec)
-        for s, obs, node in zip(stores, observers, self.nodes, strict=True):
+        for node in self.nodes:  # as it would have converged
             assert isinstance(node, _V2Node)
             _copy_digest(digest, node.engine.replicator.digest)
-            s.observer = self._observer(node.i, obs)
 
     def _add_record(self, ih: str, addr: AddrKey, home: int, pid: bytes, seeder: bool) -> None:
         self.rec_ih.append(ih)
@@ -482,6 +472,15 @@ class Simulation:
         self.rec_home.append(home)
         self.rec_pid.append(pid)
         self.rec_seeder.append(seeder)
+
+    def _observed_store(self, i: int) -> Callable[[Replication], Store]:
+        """Node i's store: its changes go to its digest and to the arrivals measured."""
+
+        def make(replication: Replication) -> Store:
+            observe = self._observer(i, replication.on_change)
+            return Store(self.ttl_ns, replication=replication._replace(on_change=observe))
+
+        return make
 
     def _observer(
         self, i: int, inner: Callable[[str, Record | None, Record | None], None] | None
@@ -923,6 +922,16 @@ class Simulation:
         fig.tight_layout()
         fig.savefig(path)
         plt.close(fig)
+
+
+def _home_store(ttl_ns: int, origin: int) -> Store:
+    """A preload's store at one record's home: it stamps the home's origin and versions (the
+    reference store gets its records, so it needs no digest and no outbox)."""
+    return Store(ttl_ns, replication=Replication(origin, _ignore_change, lambda: False))
+
+
+def _ignore_change(info_hash: str, old: Record | None, new: Record | None) -> None:
+    pass
 
 
 def _copy_digest(src: Digest, dst: Digest) -> None:

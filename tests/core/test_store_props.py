@@ -26,7 +26,7 @@ from chisme.core.records import (
     order_key,
     to_provider,
 )
-from chisme.core.store import Store, lookup_rank
+from chisme.core.store import Replication, Store, lookup_rank
 
 S = 1_000_000_000
 NOW = 1_764_000_000 * S
@@ -42,9 +42,11 @@ PIDS = [b"", b"-qB4650-abcdefghijkl", b"-TR3000-" + b"x" * 30, b"\xff" * 21]
 Snapshot = dict[tuple[str, AddrKey], Record]
 
 
-def new_store() -> Store:
+def new_store(origin: int = 0) -> Store:
+    """A store; with ``origin``, one whose first-hand records are that origin's."""
+    hooks = Replication(origin, lambda ih, old, new: None, lambda: True) if origin else None
     return Store(TTL, tombstone_ttl_ns=TOMB_TTL, max_clock_skew_ns=SKEW,
-                 max_per_key=10**6, max_records=10**9)
+                 max_per_key=10**6, max_records=10**9, replication=hooks)
 
 
 # A stamp is an offset from "now" in seconds (dead, live, within or beyond the skew),
@@ -450,9 +452,8 @@ def test_announce_sample_is_announce_then_sample(
     ``sample_peers`` and ``counts``: same records, same replication changes, same answers
     (the same random draws), through refreshes, peer id and seeder changes, merges by other
     origins, leases, removals and expiry (the sampler's checked path)."""
-    fused, plain = new_store(), new_store()
+    fused, plain = new_store(local_origin), new_store(local_origin)
     for s in (fused, plain):
-        s.local_origin = local_origin
         s.set_lease(3, NOW + 50 * S)
     rng_f, rng_p = random.Random(5), random.Random(5)
     now = NOW

@@ -4,11 +4,15 @@
 replication (:mod:`chisme.core.gossip`) over one store. The node shell and the simulator
 drive it the same way::
 
-    engine = ClusterEngine(member_id, "10.0.0.5:7070", store, rng=rng, seeds=[...])
+    engine = ClusterEngine(member_id, "10.0.0.5:7070", make_store, rng=rng, seeds=[...])
     send_all(engine.start(wall_ns, mono_ns))
     loop:
         on a message from a peer:        send_all(engine.on_message(src, msg, wall, mono))
         when mono >= engine.next_deadline_ns():   send_all(engine.tick(wall, mono))
+
+The engine builds its store: ``make_store(replication)`` is called once, and must pass the
+:class:`~chisme.core.store.Replication` it is given to the :class:`Store` it returns (it ties
+the store to the engine's digest, origin and membership).
 
 Two clocks: ``wall_ns`` stamps records (last_seen is wall time, WIRE.md); ``mono_ns`` drives
 timers (probes, suspicion), which must not jump with the wall clock.
@@ -17,11 +21,11 @@ timers (probes, suspicion), which must not jump with the wall clock.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from chisme.core.gossip import GossipConfig, Out, Replicator, origin_id
+from chisme.core.gossip import Digest, GossipConfig, Out, Replicator, origin_id
 from chisme.core.membership import (
     NEVER_NS,
     Member,
@@ -36,7 +40,8 @@ from chisme.core.membership import (
     SwimConfig,
     Update,
 )
-from chisme.core.store import Store
+from chisme.core.store import Replication, Store
+from chisme.errors import InvalidInput
 
 
 class SwimPacket(NamedTuple):
@@ -73,7 +78,7 @@ class ClusterEngine:
         self,
         member_id: str,
         addr: str,
-        store: Store,
+        make_store: Callable[[Replication], Store],
         *,
         config: ClusterConfig = ClusterConfig(),
         rng: random.Random,
@@ -81,12 +86,17 @@ class ClusterEngine:
     ) -> None:
         self.member_id = member_id
         self.addr = addr
-        self.store = store
         self.config = config
         self.origin = origin_id(member_id)
-        store.local_origin = self.origin
         self.membership = Membership(member_id, addr, config.swim, rng, seeds)
-        self.replicator = Replicator(store, _View(self.membership), config.gossip, rng)
+        digest = Digest()  # first: the store reports to it from its first record on
+        # alone, nobody would hear of local changes (a member that joins later gets them by
+        # anti-entropy): the store queues none, the digest is kept as ever
+        self.store = make_store(Replication(self.origin, digest.on_change, self._not_alone))
+        if self.store.local_origin != self.origin:
+            raise InvalidInput("make_store must build the store with the replication it gets")
+        view = _View(self.membership)
+        self.replicator = Replicator(self.store, digest, view, config.gossip, rng)
         self._origins: dict[str, int] = {}
         # origins of alive and suspect members by id, kept up to date from membership events
         self._live: dict[str, int] | None = None
@@ -125,9 +135,6 @@ class ClusterEngine:
             every = min(self.config.lease_renew_ns, self.store.ttl_ns // 4)
             self._next_lease_ns = mono_ns + every
             self.replicator.renew_leases(self._live_origins(), wall_ns)
-        # alone, nobody would hear of local changes (a member that joins later gets them by
-        # anti-entropy): the store stops queueing them, the digest is kept as ever
-        self.store.changes_wanted = self.membership.num_alive() > 1
         out.extend(self.replicator.tick(wall_ns, mono_ns))
         return out
 
@@ -137,7 +144,6 @@ class ClusterEngine:
             out = self._outs(self.membership.on_message(msg.msg, msg.piggyback, mono_ns))
             out.extend(self._meet(msg.msg, mono_ns))
             self._take_events()
-            self.store.changes_wanted = self.membership.num_alive() > 1
             return out
         return self.replicator.on_message(src, msg, wall_ns, mono_ns)
 
@@ -153,6 +159,9 @@ class ClusterEngine:
         return [m.addr for m in self.membership.members() if m.state == MemberState.ALIVE]
 
     # -- internals ------------------------------------------------------------------------
+
+    def _not_alone(self) -> bool:
+        return self.membership.num_alive() > 1
 
     def _outs(self, sends: list[Send]) -> list[Out]:
         return [

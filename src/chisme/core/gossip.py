@@ -212,11 +212,16 @@ class Digest:
 
 
 class Replicator:
-    """Replicates a node's store with its cluster (see the module docstring)."""
+    """Replicates a node's store with its cluster (see the module docstring).
+
+    ``digest`` is the one ``store`` reports its changes to (its
+    :class:`~chisme.core.store.Replication`'s ``on_change``), from its first record on.
+    """
 
     def __init__(
         self,
         store: Store,
+        digest: Digest,
         view: PeerView,
         config: GossipConfig,
         rng: random.Random,
@@ -225,10 +230,7 @@ class Replicator:
         self.view = view
         self.config = config
         self.rng = rng
-        self.digest = Digest()
-        store.observer = self.digest.on_change
-        for info_hash, rec in store.iter_all():
-            self.digest.on_change(info_hash, None, rec)
+        self.digest = digest
         # bounded: past it the most-sent rumors go first, and anti-entropy repairs the rest
         self.rumors: TransmitLimitedQueue[ItemRecord] = TransmitLimitedQueue(
             config.retransmit_mult, max_items=16384

@@ -67,6 +67,28 @@ class Counts(NamedTuple):
     downloaded: int
 
 
+Observer = Callable[[str, Record | None, Record | None], None]
+"""Told ``(info_hash, old, new)`` of each change to a record with an origin: ``old`` None for
+an insert, ``new`` None for a record that went away (expired, evicted, superseded)."""
+
+
+class Replication(NamedTuple):
+    """What ties a store to v2 replication (:mod:`chisme.core.replication`), given when the
+    store is built and fixed for its life; a store of a v1 node has none.
+
+    - ``origin``: this member's origin number. Records the store accepts first-hand carry it,
+      each change to one gets the next version of the store's counter, and the change waits
+      in the store's outbox (:meth:`Store.drain_changes`) for rumors.
+    - ``on_change``: told of every change to a record with an origin (the digest).
+    - ``changes_wanted``: asked before a change goes into the outbox; False while nobody
+      would hear of it (a lone member: one that joins later gets it by anti-entropy).
+    """
+
+    origin: int
+    on_change: Observer
+    changes_wanted: Callable[[], bool]
+
+
 class Store:
     """info hash -> providers. See the module docstring for the semantics."""
 
@@ -78,6 +100,7 @@ class Store:
         max_records: int = 1_000_000,
         max_clock_skew_ns: int = 5_000_000_000,
         tombstone_ttl_ns: int | None = None,
+        replication: Replication | None = None,
     ) -> None:
         if ttl_ns <= 0:
             raise InvalidInput("ttl must be positive")
@@ -104,15 +127,48 @@ class Store:
         # inserts; recomputed by each full sweep pass (``_pass_min``).
         self._min_seen = 1 << 62
         self._pass_min = 1 << 62
-        # v2 replication (core/gossip.py): records this node accepts first-hand carry
-        # ``local_origin`` and a fresh version for every change; those changes are queued for
-        # the replicator (``drain_changes``), and every change to a replicated record
-        # (origin != 0) is reported to ``observer(info_hash, old, new)``.
-        self.local_origin = 0
-        self.observer: Callable[[str, Record | None, Record | None], None] | None = None
+        if replication is not None:
+            _check_record(b"", replication.origin)
+        # v2 (see Replication): read on every write, so kept as plain attributes
+        self._replication = replication
+        self._origin = 0 if replication is None else replication.origin
+        self._observer = None if replication is None else replication.on_change
         self._changes: list[tuple[str, Record]] = []
-        self.changes_wanted = True  # False while nobody would hear of them (a lone node)
         self._version = 0
+
+    @property
+    def local_origin(self) -> int:
+        """The origin of the records this store accepts first-hand (0: none, a v1 store)."""
+        return self._origin
+
+    @property
+    def last_version(self) -> int:
+        """The version of this store's latest change to a record of its origin."""
+        return self._version
+
+    def copy_from(self, other: Store, *, version: int) -> None:
+        """Hold what ``other`` holds (records, tombstones, leases, completed counters), as
+        a new member preloaded with a converged cluster's state; ``version`` is this
+        store's origin's latest version among them (its next change continues from it).
+
+        Both stores must have the same bounds. This store keeps its replication, and its
+        outbox is emptied. Nothing is reported to ``on_change``: the caller gives this
+        store's replication a copy of ``other``'s digest (the simulator's preload does).
+        """
+        bounds = ("ttl_ns", "max_per_key", "max_records", "max_clock_skew_ns",
+                  "tombstone_ttl_ns")
+        if any(getattr(self, b) != getattr(other, b) for b in bounds):
+            raise InvalidInput("a store copies only a store of the same bounds")
+        if not 0 <= version <= MAX_VERSION:
+            raise InvalidInput("version must be in 0-18446744073709551615")
+        self._swarms = {ih: swarm.copy() for ih, swarm in other._swarms.items()}
+        self._live, self._tombs = other._live, other._tombs
+        self._leases = dict(other._leases)
+        self._sweep_keys = list(other._sweep_keys)
+        self._sweep_pos, self._evict_pos = other._sweep_pos, other._evict_pos
+        self._min_seen, self._pass_min = other._min_seen, other._pass_min
+        self._changes = []
+        self._version = version
 
     # -- sizes --------------------------------------------------------------------------
 
@@ -148,7 +204,7 @@ class Store:
     def _leased(self, rec: Record, now_ns: int) -> bool:
         """A live record of another member whose lease keeps it alive."""
         o = rec.origin
-        if rec.flags & FLAG_TOMBSTONE or o in (0, self.local_origin):
+        if rec.flags & FLAG_TOMBSTONE or o in (0, self._origin):
             return False
         return self._leases.get(o, 0) >= now_ns
 
@@ -174,7 +230,7 @@ class Store:
         origin's lease, so a refresh costs no traffic (docs/v2.md §2).
         """
         if origin is None:
-            origin = self.local_origin
+            origin = self._origin
         swarm = self._swarms.get(info_hash)
         if swarm is None:
             parse_info_hash(info_hash)
@@ -182,7 +238,7 @@ class Store:
         _check_record(peer_id, origin)
         seen = now_ns
         flags = FLAG_SEEDER if seeder else 0
-        local = origin != 0 and origin == self.local_origin
+        local = origin != 0 and origin == self._origin
         if swarm is not None:
             i = swarm.find(addr)
             if i is not None:  # the hot path: a refresh
@@ -190,7 +246,7 @@ class Store:
                 if prev >= seen:
                     seen = prev + 1
                 if not local:
-                    old_slot = swarm.record(i) if self.observer is not None else None
+                    old_slot = swarm.record(i) if self._observer is not None else None
                     swarm.update(i, seen, peer_id, seeder, origin)
                     rec = Record(addr, seen, peer_id, flags, origin)
                     if old_slot is not None:
@@ -243,7 +299,7 @@ class Store:
         swarm = self._swarms.get(info_hash)
         # not if the swarm holds other families than ``family``: sample_peers filters them
         if swarm is not None and not swarm.others(family):
-            i = swarm.restamp(addr, now_ns, peer_id, seeder, self.local_origin)
+            i = swarm.restamp(addr, now_ns, peer_id, seeder, self._origin)
             if i >= 0:
                 nl = swarm.n_leech
                 total = len(swarm.addrs)
@@ -270,7 +326,7 @@ class Store:
     ) -> Record:
         """A provider left: write a tombstone stamped ``max(now, previous + 1)``."""
         if origin is None:
-            origin = self.local_origin
+            origin = self._origin
         parse_info_hash(info_hash)
         _check_addr(addr)
         _check_record(b"", origin)
@@ -280,7 +336,7 @@ class Store:
             old = swarm.current(addr)
             if old is not None and old.last_seen_ns >= seen:
                 seen = old.last_seen_ns + 1
-        local = origin != 0 and origin == self.local_origin
+        local = origin != 0 and origin == self._origin
         rec = tombstone_record(addr, seen, origin, self._next_version() if local else 0)
         if self._apply(info_hash, rec, now_ns) and local:
             self._change(info_hash, rec)
@@ -326,8 +382,8 @@ class Store:
                 rec = tombstone_record(rec.addr, seen, rec.origin, rec.version)
             elif seen != rec.last_seen_ns or flags != rec.flags:
                 rec = Record(rec.addr, seen, rec.peer_id, flags, rec.origin, rec.version)
-            if adopt and self.local_origin:
-                rec = rec._replace(origin=self.local_origin, version=0)
+            if adopt and self._origin:
+                rec = rec._replace(origin=self._origin, version=0)
                 held = self.get(info_hash, rec.addr)
                 if held is not None and (
                     order_key(held)[:4] >= order_key(rec)[:4] or self._leased(held, now_ns)
@@ -346,7 +402,7 @@ class Store:
             else:
                 replaced += 1
             changed.append(rec)
-            if adopt and self.local_origin:
+            if adopt and self._origin:
                 self._change(info_hash, rec)
         return MergeResult(inserted, replaced, ignored, changed)
 
@@ -407,7 +463,7 @@ class Store:
             j = swarm.stalest()
             if swarm.seen[j] >= rec.last_seen_ns:
                 return 0
-            evicted = swarm.record(j) if self.observer is not None else None
+            evicted = swarm.record(j) if self._observer is not None else None
             swarm.delete(j)  # stalest first
             self._live -= 1
             if evicted is not None:
@@ -451,14 +507,15 @@ class Store:
         return self._version
 
     def _notify(self, info_hash: str, old: Record | None, new: Record | None) -> None:
-        obs = self.observer
+        obs = self._observer
         if obs is None:
             return
         if (old is not None and old.origin) or (new is not None and new.origin):
             obs(info_hash, old, new)
 
     def _change(self, info_hash: str, rec: Record) -> None:
-        if not self.changes_wanted:
+        # only a store with an origin has local changes: _replication is set
+        if self._replication is None or not self._replication.changes_wanted():
             return
         changes = self._changes
         changes.append((info_hash, rec))
@@ -521,7 +578,7 @@ class Store:
             if sampled >= _SWEEP_SAMPLE:
                 break
         if best is not None:
-            evicted = best.record(best_i) if self.observer is not None else None
+            evicted = best.record(best_i) if self._observer is not None else None
             best.delete(best_i)
             self._live -= 1
             if evicted is not None:
@@ -604,7 +661,7 @@ class Store:
 
     def _leased_records(self, swarm: Swarm, now_ns: int, limit: int) -> list[Record]:
         cutoff = now_ns - self.ttl_ns
-        leases, mine, ttl = self._leases, self.local_origin, self.ttl_ns
+        leases, mine, ttl = self._leases, self._origin, self.ttl_ns
         out: list[Record] = []
         for i in range(len(swarm)):
             rec = swarm.record(i)
@@ -797,13 +854,13 @@ class Store:
         if swarm.min_seen >= cutoff:
             return freed
         seen, origin = swarm.seen, swarm.origin
-        mine = self.local_origin
+        mine = self._origin
         for i in range(len(seen) - 1, -1, -1):  # deleting i only moves already-checked slots
             if seen[i] >= cutoff:
                 continue
             o = origin(i)
             if not self._alive(seen[i], o, cutoff, now_ns):
-                keep = o != 0 and (o == mine or self.observer is not None)
+                keep = o != 0 and (o == mine or self._observer is not None)
                 old = swarm.record(i) if keep else None
                 swarm.delete(i)
                 freed += 1
@@ -865,4 +922,11 @@ def _check_record(peer_id: bytes, origin: int, version: int = 0) -> None:
         raise InvalidInput("version must be in 0-18446744073709551615")
 
 
-__all__: Sequence[str] = ("Counts", "MergeResult", "Store", "lookup_rank")
+__all__: Sequence[str] = (
+    "Counts",
+    "MergeResult",
+    "Observer",
+    "Replication",
+    "Store",
+    "lookup_rank",
+)

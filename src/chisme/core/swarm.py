@@ -76,6 +76,19 @@ class Swarm:
     def __len__(self) -> int:
         return len(self.addrs)
 
+    def copy(self) -> Swarm:
+        """An independent copy (every container copied; addresses and peer ids are bytes)."""
+        c = Swarm.__new__(Swarm)
+        c.index = None if self.index is None else self.index.copy()
+        c.addrs = self.addrs.copy()
+        c.seen = self.seen[:]
+        c.meta = self.meta[:]
+        c.n_leech, c.n4, c.n6, c.min_seen = self.n_leech, self.n4, self.n6, self.min_seen
+        c.tombs = None if self.tombs is None else self.tombs.copy()
+        c.long_pids = None if self.long_pids is None else self.long_pids.copy()
+        c.downloaded = None if self.downloaded is None else self.downloaded.copy()
+        return c
+
     # -- slot access ------------------------------------------------------------------
 
     def origin(self, i: int) -> int:
