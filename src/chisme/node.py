@@ -27,12 +27,11 @@ from typing import Any
 import msgspec
 
 from chisme.config import Config
-from chisme.core.cluster import ClusterConfig, ClusterEngine
-from chisme.core.gossip import Out, plan_full_push
 from chisme.core.keys import AddrKey, parse_addr, parse_info_hash
 from chisme.core.lookup import merge_answers, pick_fanout
 from chisme.core.membership import SwimConfig
 from chisme.core.records import MAX_PEER_ID_BYTES, Provider, Record, to_provider
+from chisme.core.replication import ClusterConfig, ClusterEngine, Out, plan_full_push
 from chisme.core.store import Counts, Replication, Store
 from chisme.errors import ChismeError, ConfigError, InvalidInput, PeerError
 from chisme.frontends.api import ApiServer

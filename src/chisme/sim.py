@@ -3,12 +3,12 @@
 ``chisme simulate`` runs this. Each node is the same code a real node runs, driven on the
 virtual clock of :mod:`chisme.net.memory`:
 
-- **v2**: a :class:`~chisme.core.cluster.ClusterEngine` per node (SWIM membership, rumors,
+- **v2**: a :class:`~chisme.core.replication.ClusterEngine` per node (SWIM membership, rumors,
   digest anti-entropy, leases), ticked only at its ``next_deadline_ns`` (never on a fixed
   step), every message measured by the real v2 codec; the store is swept every
   ``sweep_interval_s`` (1 s, 2,000 keys a time, as ``Node.sweep_round``).
 - **v1**: what ``node.py`` does in v1 mode: every ``gossip_interval`` (8 s, +-10 % jitter) a
-  node sends :func:`~chisme.core.gossip.plan_full_push` (one v1 ``gossip`` message per live
+  node sends :func:`~chisme.core.replication.plan_full_push` (one v1 ``gossip`` message per live
   key) to each of its static peers, a new announce is pushed to its peers as a v1
   ``announce``, and what arrives is merged into the store (clamped, as ``handle_v1``); bytes
   from :func:`chisme.wire.v1.encode_message`. One round to one peer travels as one
@@ -39,11 +39,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from chisme.core.cluster import ClusterConfig, ClusterEngine
-from chisme.core.gossip import Digest, Out, plan_full_push, record_hash
 from chisme.core.keys import AddrKey
 from chisme.core.membership import Alive, MemberEvent, MemberState, suspicion_timeout_ns
 from chisme.core.records import FLAG_TOMBSTONE, Record
+from chisme.core.replication import (
+    ClusterConfig,
+    ClusterEngine,
+    Digest,
+    Out,
+    plan_full_push,
+    record_hash,
+)
 from chisme.core.store import Replication, Store
 from chisme.errors import ConfigError
 from chisme.net.memory import Batch, MemoryNetwork, V1Codec, V2Codec

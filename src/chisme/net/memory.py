@@ -33,7 +33,7 @@ import random
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, Protocol
 
-from chisme.core.cluster import SwimPacket
+from chisme.core.replication.engine import SwimPacket
 from chisme.wire import v1, v2
 
 NEVER_NS = 2**63 - 1

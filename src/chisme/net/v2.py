@@ -1,6 +1,6 @@
 """v2 node-to-node I/O: UDP datagrams and persistent, framed TCP streams (docs/v2.md).
 
-The engine (:mod:`chisme.core.cluster`) decides what to send; this shell only moves it:
+The engine (:mod:`chisme.core.replication.engine`) decides what to send; this shell only moves it:
 unreliable messages go out as one datagram from the node port; reliable ones go on one
 persistent TCP stream per peer (dialed on first use, or the peer's own inbound stream),
 after a handshake that refuses another cluster. Every queue is bounded; every dial has a
@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
-from chisme.core.gossip import Out
+from chisme.core.replication.messages import Out
 from chisme.errors import ChismeError, ConfigError, WireError
 from chisme.net.tcp import format_peer, split_host_port
 from chisme.wire import v2

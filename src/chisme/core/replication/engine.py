@@ -1,8 +1,8 @@
 """A node's duties to its cluster (v2), as one sans-I/O engine: membership + replication.
 
 :class:`ClusterEngine` composes SWIM membership (:mod:`chisme.core.membership`) and record
-replication (:mod:`chisme.core.gossip`) over one store. The node shell and the simulator
-drive it the same way::
+replication (:class:`~chisme.core.replication.replicator.Replicator`) over one store. The node
+shell and the simulator drive it the same way::
 
     engine = ClusterEngine(member_id, "10.0.0.5:7070", make_store, rng=rng, seeds=[...])
     send_all(engine.start(wall_ns, mono_ns))
@@ -25,7 +25,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from chisme.core.gossip import Digest, GossipConfig, Out, Replicator, origin_id
 from chisme.core.membership import (
     NEVER_NS,
     Member,
@@ -40,6 +39,10 @@ from chisme.core.membership import (
     SwimConfig,
     Update,
 )
+from chisme.core.replication.digest import Digest
+from chisme.core.replication.messages import Out
+from chisme.core.replication.origins import origin_id
+from chisme.core.replication.replicator import ReplicationConfig, Replicator
 from chisme.core.store import Replication, Store
 from chisme.errors import InvalidInput
 
@@ -54,7 +57,7 @@ class SwimPacket(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class ClusterConfig:
     swim: SwimConfig = field(default_factory=SwimConfig.lan)
-    gossip: GossipConfig = field(default_factory=GossipConfig)
+    replication: ReplicationConfig = field(default_factory=ReplicationConfig)
     lease_renew_ns: int = 1_000_000_000  # how often live origins' leases are pushed forward
 
 
@@ -64,7 +67,7 @@ class _View:
     def __init__(self, membership: Membership) -> None:
         self.m = membership
 
-    def random_alive(self, k: int, exclude: Sequence[str] = ()) -> list[str]:
+    def random_alive(self, k: int) -> list[str]:
         return [member.addr for member in self.m.random_alive(k)]
 
     def num_alive(self) -> int:
@@ -96,7 +99,7 @@ class ClusterEngine:
         if self.store.local_origin != self.origin:
             raise InvalidInput("make_store must build the store with the replication it gets")
         view = _View(self.membership)
-        self.replicator = Replicator(self.store, digest, view, config.gossip, rng)
+        self.replicator = Replicator(self.store, digest, view, config.replication, rng)
         self._origins: dict[str, int] = {}
         # origins of alive and suspect members by id, kept up to date from membership events
         self._live: dict[str, int] | None = None
@@ -245,3 +248,6 @@ class ClusterEngine:
                 self._origins.clear()
             o = self._origins[node_id] = origin_id(node_id)
         return o
+
+
+__all__: Sequence[str] = ("ClusterConfig", "ClusterEngine", "SwimPacket")

@@ -11,11 +11,18 @@ import random
 
 import pytest
 
-from chisme.core.cluster import ClusterConfig, ClusterEngine
-from chisme.core.gossip import GossipConfig, Out, SyncOk, SyncRoot, record_hash
 from chisme.core.keys import parse_addr
 from chisme.core.membership import MemberState, SwimConfig
 from chisme.core.records import Record
+from chisme.core.replication import (
+    ClusterConfig,
+    ClusterEngine,
+    Out,
+    ReplicationConfig,
+    SyncOk,
+    SyncRoot,
+    record_hash,
+)
 from chisme.core.store import Replication, Store
 from chisme.errors import InvalidInput
 from chisme.wire import v2
@@ -38,7 +45,7 @@ class Net:
         self.engines: dict[str, ClusterEngine] = {}
         self.down: set[str] = set()
         self.sent: list[tuple[str, object]] = []
-        cfg = ClusterConfig(swim=SwimConfig.local(), gossip=GossipConfig())
+        cfg = ClusterConfig(swim=SwimConfig.local(), replication=ReplicationConfig())
         addrs = [f"127.0.0.{i + 1}:7070" for i in range(n)]
         for i, addr in enumerate(addrs):
             eng = ClusterEngine(
