@@ -30,7 +30,7 @@ import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import NamedTuple
 
-from chisme.core.keys import AddrKey, parse_addr, parse_info_hash
+from chisme.core.keys import AddrKey, ip_key_size, is_ip_key, parse_addr, parse_info_hash
 from chisme.core.records import (
     FLAG_SEEDER,
     FLAG_TOMBSTONE,
@@ -724,7 +724,7 @@ class Store:
         if swarm is None or want <= 0:
             return []
         others = swarm.others(family)
-        width = (6 if family == 4 else 18) if others else 0
+        width = ip_key_size(family) if others else 0
         if swarm.min_seen < now_ns - self.ttl_ns:  # some slot may be expired: check each
             return self._sample_checked(
                 swarm,
@@ -887,9 +887,6 @@ class Store:
         return {(ih, rec.addr): rec for ih, rec in self.iter_all()}
 
 
-_V4_MAPPED = bytes(10) + b"\xff\xff"
-
-
 def lookup_rank(r: Record) -> tuple[int, int, bytes, int, bool, AddrKey]:
     """:func:`order_key`, then the address (names after IPs), so that ties between
     providers are ordered the same way on every replica."""
@@ -902,11 +899,9 @@ def _check_addr(addr: object) -> None:
     An 18-byte key of an IPv4-mapped address is refused: that peer's key is the 6-byte one
     (keys.ip_port_key), and two keys for one peer would list it twice.
     """
-    if isinstance(addr, bytes):
-        n = len(addr)
-        if (n == 6 or (n == 18 and addr[:12] != _V4_MAPPED)) and addr[-2:] != b"\x00\x00":
-            return
-    elif isinstance(addr, str) and addr and parse_addr(addr) == addr:
+    if is_ip_key(addr):
+        return
+    if isinstance(addr, str) and addr and parse_addr(addr) == addr:
         return
     raise InvalidInput("addr must be host:port with a port in 1-65535")
 

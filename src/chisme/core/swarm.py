@@ -17,7 +17,7 @@ import struct
 from array import array
 from collections.abc import Sequence
 
-from chisme.core.keys import AddrKey
+from chisme.core.keys import IPV4_KEY_SIZE, AddrKey
 from chisme.core.records import FLAG_SEEDER, Record, tombstone_record
 
 # Per slot, one fixed-size chunk of Swarm.meta: origin (u32), version (u64), peer id length
@@ -65,8 +65,8 @@ class Swarm:
         self.seen = array("q")
         self.meta = bytearray()  # _SLOT bytes per slot: origin, version, peer id
         self.n_leech = 0
-        self.n4 = 0  # slots whose address is a 6-byte (IPv4) key
-        self.n6 = 0  # ... an 18-byte (IPv6) key; the rest are host:port names
+        self.n4 = 0  # slots whose address is an IPv4 key
+        self.n6 = 0  # ... an IPv6 key; the rest are host:port names
         self.min_seen = 1 << 62  # a lower bound of ``seen`` over the slots
         # addr -> (seen, origin, version): a tuple rather than a Record, to stay small
         self.tombs: dict[AddrKey, tuple[int, int, int]] | None = None
@@ -134,7 +134,7 @@ class Swarm:
         i = self.find(addr)
         if i is not None:
             return self.record(i)
-        return self.tomb(addr)
+        return self.tomb(addr) if self.tombs else None
 
     def restamp(self, addr: AddrKey, now_ns: int, peer_id: bytes, seeder: bool, origin: int) -> int:
         """Raise the stamp of ``addr``'s slot to ``max(now_ns, stamp + 1)`` if the slot holds
@@ -256,7 +256,7 @@ class Swarm:
 
     def _count_family(self, addr: AddrKey, by: int) -> None:
         if isinstance(addr, bytes):
-            if len(addr) == 6:
+            if len(addr) == IPV4_KEY_SIZE:
                 self.n4 += by
             else:
                 self.n6 += by

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Final, Protocol
 
 from chisme.config import Config
-from chisme.core.keys import AddrKey
+from chisme.core.keys import AddrKey, unmap_ipv4
 from chisme.core.store import Counts
 from chisme.errors import TrackerRequestError
 from chisme.frontends.http_server import Request, Response
@@ -53,7 +53,6 @@ MAX_OVERLAY_INFLIGHT: Final = 256
 """Announces of one front end waiting on the overlay at once; more are answered locally."""
 
 _EXPLICIT_DEFAULT: Final = b"numwant=%d" % DEFAULT_NUMWANT
-_V4_MAPPED: Final = bytes(10) + b"\xff\xff"
 _MAX_CACHED_IPS: Final = 65_536
 
 
@@ -106,7 +105,7 @@ def pack_ip(ip: str) -> bytes | None:
     try:
         if ":" in ip:
             packed = socket.inet_pton(socket.AF_INET6, ip.split("%", 1)[0])
-            return packed[12:] if packed[:12] == _V4_MAPPED else packed
+            return unmap_ipv4(packed)
         return socket.inet_pton(socket.AF_INET, ip)
     except (OSError, ValueError):
         return None

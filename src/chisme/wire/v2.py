@@ -22,7 +22,14 @@ from typing import Annotated, Any
 import msgspec
 
 from chisme.core import membership as m
-from chisme.core.keys import AddrKey, parse_addr, parse_info_hash
+from chisme.core.keys import (
+    IPV6_KEY_SIZE,
+    AddrKey,
+    is_ip_key,
+    is_ipv4_mapped,
+    parse_addr,
+    parse_info_hash,
+)
 from chisme.core.records import FLAG_SEEDER, FLAG_TOMBSTONE, MAX_PEER_ID_BYTES, Record
 from chisme.core.replication import messages as rep
 from chisme.core.replication.digest import BUCKETS, GROUPS
@@ -33,7 +40,6 @@ PREFACE = b"\x00chisme\x02"
 VERSION = 2
 MAX_DATAGRAM_BYTES = 1400
 _LEN = struct.Struct(">I")
-_V4_MAPPED = b"\x00" * 10 + b"\xff\xff"
 
 U64 = Annotated[int, msgspec.Meta(ge=0)]  # msgpack ints stop at 2**64 - 1
 I64 = int  # msgpack ints are 64-bit by construction
@@ -252,10 +258,11 @@ def _rec_in(w: _Rec) -> rep.ItemRecord:
             addr = parse_addr(w.name)
             if addr != w.name:
                 raise InvalidInput("addr name is not canonical")
-        elif len(w.ip) in (6, 18) and w.ip[-2:] != b"\x00\x00":
+        elif is_ip_key(w.ip):
             addr = w.ip
-            if addr[:12] == _V4_MAPPED:  # the store keys such a peer on its 6-byte form
-                raise InvalidInput("addr is not canonical (IPv4-mapped IPv6)")
+        elif len(w.ip) == IPV6_KEY_SIZE and is_ipv4_mapped(w.ip) and w.ip[-2:] != b"\x00\x00":
+            # the store keys such a peer on its IPv4 key
+            raise InvalidInput("addr is not canonical (IPv4-mapped IPv6)")
         else:
             raise InvalidInput("addr must be 6 or 18 bytes with a port")
     except InvalidInput as e:
