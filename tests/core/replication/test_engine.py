@@ -218,3 +218,27 @@ def test_the_engine_builds_its_store_tied_to_its_origin_digest_and_membership() 
     assert not eng.store.has_changes()  # alone: nobody to rumor it to
     with pytest.raises(InvalidInput):  # a store that is not tied to the engine
         ClusterEngine("n1", "127.0.0.1:7071", lambda _: Store(TTL), rng=random.Random(1))
+
+
+def test_a_replica_presents_a_leased_record_half_a_ttl_before_its_last_renewal() -> None:
+    """docs/v2.md §4b: the origin shows the provider's last announce; a replica, whose stamp
+    is the last change (refreshes are silent), shows about now - ttl/2 once that is fresher."""
+    net = Net(2)
+    origin, replica = net.engines.values()
+    p = parse_addr("10.0.0.5:6881")
+    net.run(4)
+    first = origin.store.announce("k", p, net.wall)
+    net.run(2)
+    origin.store.announce("k", p, net.wall)  # a refresh: no traffic
+    refreshed = net.wall
+    net.run(TTL / S * 0.75)
+
+    def shown(eng: ClusterEngine) -> int:
+        (rec,) = eng.store.live_records("k", net.wall)
+        return rec.last_seen_ns
+
+    assert shown(origin) == refreshed
+    renew_every = min(ClusterConfig().lease_renew_ns, TTL // 4)
+    assert net.wall - TTL // 2 - renew_every <= shown(replica) <= net.wall - TTL // 2
+    held = replica.store.get("k", p)
+    assert held == first  # the replica never heard of the refresh: it holds the last change
