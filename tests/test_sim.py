@@ -19,8 +19,8 @@ import pytest
 
 from chisme.cluster.v1 import V1Role
 from chisme.cluster.v2 import V2Role
-from chisme.core.gossip import Digest
 from chisme.core.records import FLAG_TOMBSTONE
+from chisme.core.replication import Digest
 from chisme.errors import ConfigError
 from chisme.net.memory import Batch, MemoryNetwork, NodeCodec
 from chisme.sim import S, SimConfig, Simulation, simulate
@@ -90,7 +90,7 @@ def test_unreliable_messages_are_lost_independently_and_still_counted() -> None:
     a, b = _Recorder(net), _Recorder(net)
     net.attach("10.0.0.1:7070", a)
     net.attach("10.0.0.2:7070", b)
-    from chisme.core.gossip import SyncOk  # noqa: PLC0415
+    from chisme.core.replication import SyncOk  # noqa: PLC0415
 
     for k in range(2000):
         net.send(0, "10.0.0.2:7070", SyncOk(k), False)
@@ -331,7 +331,7 @@ def test_a_refresh_is_never_rumored_even_when_a_delta_carries_its_fresh_stamp() 
 def test_the_lease_holders_follow_membership_through_suspicions_and_deaths() -> None:
     """ClusterEngine keeps its live-origin set from membership events: after a lossy run
     with kills (many suspect/alive events, deaths) it equals a scan of the member table."""
-    from chisme.core.gossip import origin_id  # noqa: PLC0415
+    from chisme.core.replication import origin_id  # noqa: PLC0415
     from chisme.core.swim import MemberState  # noqa: PLC0415
 
     sim = simulate(replace(SMALL, nodes=30, keys=10, duration_s=40, kill=3, loss=0.2))
@@ -353,13 +353,12 @@ def test_a_big_repair_syncs_in_bursts() -> None:
     """After a partition each side lacks the other's records (their leases lapsed): a sync
     that repaired many records is followed by the next one at once (sync_burst_ns), not a
     sync interval later."""
-    from chisme.core.cluster import ClusterConfig  # noqa: PLC0415
-    from chisme.core.gossip import GossipConfig  # noqa: PLC0415
+    from chisme.core.replication import ClusterConfig, ReplicationConfig  # noqa: PLC0415
 
     cfg = replace(SMALL, nodes=6, keys=1500, announce_rate=0, partition_s=120, partition_at_s=5,
                   duration_s=190, sweep_interval_s=5)
     burst = simulate(cfg).summary()
     paced = simulate(replace(cfg, cluster=ClusterConfig(
-        gossip=GossipConfig(sync_burst_ns=GossipConfig().sync_interval_ns)))).summary()
+        replication=ReplicationConfig(sync_burst_ns=ReplicationConfig().sync_interval_ns)))).summary()
     assert burst["heal_records_s"] is not None and paced["heal_records_s"] is not None
     assert burst["heal_records_s"] * 2 < paced["heal_records_s"]

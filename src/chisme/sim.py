@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import pickle
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -43,11 +42,10 @@ from typing import Any, Literal
 from chisme.cluster.role import QuietObserver
 from chisme.cluster.v1 import V1Role
 from chisme.cluster.v2 import V2Role
-from chisme.core.cluster import ClusterConfig
-from chisme.core.gossip import Digest, record_hash
 from chisme.core.keys import AddrKey
 from chisme.core.records import FLAG_TOMBSTONE, Record
-from chisme.core.store import Store
+from chisme.core.replication import ClusterConfig, Digest, record_hash
+from chisme.core.store import Replication, Store
 from chisme.core.swim import Alive, MemberEvent, MemberState, suspicion_timeout_ns
 from chisme.errors import ConfigError
 from chisme.net.memory import WALL0_NS, MemoryNetwork, MemoryTransport, NetworkClock, NodeCodec
@@ -196,15 +194,18 @@ class _Node:
     role, then tells the simulation which tracked records arrived (v2 sees them through the
     store's observer)."""
 
-    __slots__ = ("clock", "i", "role", "sim", "store", "transport")
+    __slots__ = ("clock", "i", "role", "sim", "transport")
 
-    def __init__(self, sim: Simulation, i: int, store: Store, transport: MemoryTransport) -> None:
+    def __init__(self, sim: Simulation, i: int, transport: MemoryTransport) -> None:
         self.sim = sim
         self.i = i
-        self.store = store
         self.transport = transport
         self.clock = NetworkClock(sim.net, WALL0)
         self.role: V1Role | V2Role
+
+    @property
+    def store(self) -> Store:
+        return self.role.store
 
     def deliver(self, src: str, msg: object) -> None:
         self.role.deliver(src, msg)
@@ -319,16 +320,16 @@ class Simulation:
         cfg = self.config
         started = time.perf_counter()
         n = cfg.nodes
-        stores = [Store(self.ttl_ns) for _ in range(n)]
+        stores: list[Store] = []
         for i in range(n):
             rng = random.Random(self.rng.getrandbits(64))
-            node = _Node(self, i, stores[i], MemoryTransport(self.net, self.addrs[i]))
+            node = _Node(self, i, MemoryTransport(self.net, self.addrs[i]))
             node.transport.attach(node)
             observer = _Observer(self, i)
             if cfg.protocol == "v2":
                 seed = self.addrs[1 if i == 0 else 0]
                 node.role = V2Role(
-                    stores[i], node.transport, node.clock, rng, observer,
+                    self._observed_store(i), node.transport, node.clock, rng, observer,
                     member_id=self.member_ids[i], addr=self.addrs[i], seeds=[seed],
                     config=cfg.cluster, v1_peers=[], v1_interval_s=cfg.v1_interval_s,
                     v1_jitter=cfg.v1_jitter,
@@ -339,11 +340,13 @@ class Simulation:
                 peers = [ring, *[j for j in others if j != ring]][: cfg.v1_peers]
                 # nodes started at different times: rounds at a random phase
                 node.role = V1Role(
-                    stores[i], node.transport, node.clock, rng, observer, node_id=self.addrs[i],
+                    Store(self.ttl_ns), node.transport, node.clock, rng, observer,
+                    node_id=self.addrs[i],
                     peers=[self.addrs[j] for j in peers], interval_s=cfg.v1_interval_s,
                     jitter=cfg.v1_jitter,
                     first_round_ns=int(rng.random() * cfg.v1_interval_s * S),
                 )
+            stores.append(node.role.store)
             self.nodes.append(node)
         self._preload(stores)
         if cfg.protocol == "v2":
@@ -357,21 +360,16 @@ class Simulation:
         ``preload="announce"`` does exactly that, store by store (~6 us per record and
         node). ``preload="clone"`` (the default) announces each record once at its home,
         merges them all once into a reference store, and copies that store into each node
-        (pickle), then gives the node its own origin's version counter: the same state, ten
-        times faster (tests/test_sim.py checks that both give identical stores and runs).
+        (``Store.copy_from``, which continues the node's own origin's version counter): the
+        same state, ten times faster (tests/test_sim.py checks that both give identical
+        stores and runs). In v2 each node's digest is then a copy of one built once.
         """
         cfg = self.config
         n = cfg.nodes
         rng = self.work_rng
         v2 = cfg.protocol == "v2"
-        observers = [s.observer for s in stores]
-        for s in stores:
-            s.observer = None  # the digest is copied whole below, as it would have converged
         clone = cfg.preload == "clone"
-        homes_only = [Store(self.ttl_ns) for _ in range(n)] if clone else stores
-        if clone:
-            for home, s in zip(homes_only, stores, strict=True):
-                home.local_origin = s.local_origin
+        homes_only = [_home_store(self.ttl_ns, s.local_origin) for s in stores] if clone else stores
         ref = Store(self.ttl_ns)
         for k in range(cfg.keys):
             ih = _info_hash(k)
@@ -398,13 +396,9 @@ class Simulation:
             if self.progress is not None and k % 256 == 0:
                 self.progress("preload", k / max(1, cfg.keys))
         if clone:
-            blob = pickle.dumps(ref.__dict__, protocol=pickle.HIGHEST_PROTOCOL)
             for j, (s, home) in enumerate(zip(stores, homes_only, strict=True)):
-                origin = s.local_origin
-                s.__dict__.update(pickle.loads(blob))
-                s.local_origin = origin
                 # its own records carry versions from its counter: the next change continues it
-                s._version = home._version
+                s.copy_from(ref, version=home.last_version)
                 if self.progress is not None and j % 16 == 0:
                     self.progress("copy", j / n)
         for s in stores:
@@ -422,10 +416,9 @@ class Simulation:
         digest = Digest()
         for info_hash, rec in stores[0].iter_all():
             digest.on_change(info_hash, None, rec)
-        for s, obs, node in zip(stores, observers, self.nodes, strict=True):
+        for node in self.nodes:  # as it would have converged
             assert isinstance(node.role, V2Role)
             _copy_digest(digest, node.role.engine.replicator.digest)
-            s.observer = self._observer(node.i, obs)
 
     def _add_record(self, ih: str, addr: AddrKey, home: int, pid: bytes, seeder: bool) -> None:
         self.rec_ih.append(ih)
@@ -433,6 +426,15 @@ class Simulation:
         self.rec_home.append(home)
         self.rec_pid.append(pid)
         self.rec_seeder.append(seeder)
+
+    def _observed_store(self, i: int) -> Callable[[Replication], Store]:
+        """Node i's store: its changes go to its digest and to the arrivals measured."""
+
+        def make(replication: Replication) -> Store:
+            observe = self._observer(i, replication.on_change)
+            return Store(self.ttl_ns, replication=replication._replace(on_change=observe))
+
+        return make
 
     def _observer(
         self, i: int, inner: Callable[[str, Record | None, Record | None], None] | None
@@ -875,6 +877,16 @@ class Simulation:
         fig.tight_layout()
         fig.savefig(path)
         plt.close(fig)
+
+
+def _home_store(ttl_ns: int, origin: int) -> Store:
+    """A preload's store at one record's home: it stamps the home's origin and versions (the
+    reference store gets its records, so it needs no digest and no outbox)."""
+    return Store(ttl_ns, replication=Replication(origin, _ignore_change, lambda: False))
+
+
+def _ignore_change(info_hash: str, old: Record | None, new: Record | None) -> None:
+    pass
 
 
 def _copy_digest(src: Digest, dst: Digest) -> None:

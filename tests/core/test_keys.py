@@ -9,14 +9,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chisme.core.keys import (
+    IPV4_KEY_SIZE,
+    IPV6_KEY_SIZE,
     MAX_INFO_HASH_LEN,
     format_addr,
+    ip_key_size,
     ip_port_key,
+    is_ip_key,
     is_ipv4,
+    is_ipv4_mapped,
     is_ipv6,
     parse_addr,
     parse_info_hash,
     parse_port,
+    unmap_ipv4,
 )
 from chisme.errors import InvalidInput
 
@@ -242,3 +248,29 @@ def test_addr_parses_or_raises_invalid_input(text: str) -> None:
         return
     assert parse_addr(format_addr(key)) == key
     assert format_addr(key).isascii()
+
+
+# -- compact IP keys: the one home of the IPv4-mapped rule ----------------------------------
+
+
+def test_ipv4_mapped_addresses_unmap_and_their_keys_are_not_canonical() -> None:
+    mapped = ipaddress.IPv6Address("::ffff:1.2.3.4").packed
+    assert is_ipv4_mapped(mapped) and unmap_ipv4(mapped) == bytes([1, 2, 3, 4])
+    for other in ("::1", "::1.2.3.4", "2001:db8::ffff:1.2.3.4", "::fffe:1.2.3.4"):
+        packed = ipaddress.IPv6Address(other).packed
+        assert not is_ipv4_mapped(packed) and unmap_ipv4(packed) == packed
+    assert unmap_ipv4(bytes([1, 2, 3, 4])) == bytes([1, 2, 3, 4])
+    assert not is_ip_key(mapped + b"\x00\x50")  # the peer's key is the IPv4 one
+    assert is_ip_key(ip_port_key(mapped, 80)) and len(ip_port_key(mapped, 80)) == IPV4_KEY_SIZE
+
+
+@given(st.binary(max_size=20))
+def test_is_ip_key_is_what_parse_addr_makes_of_an_ip(key: bytes) -> None:
+    canonical = len(key) in (IPV4_KEY_SIZE, IPV6_KEY_SIZE) and key[-2:] != b"\x00\x00"
+    if len(key) == IPV6_KEY_SIZE:
+        canonical = canonical and not is_ipv4_mapped(key)
+    assert is_ip_key(key) == canonical
+    if canonical:
+        assert parse_addr(format_addr(key)) == key
+    assert not is_ip_key(key.hex())  # a name is not an IP key
+    assert ip_key_size(4) == IPV4_KEY_SIZE and ip_key_size(6) == IPV6_KEY_SIZE

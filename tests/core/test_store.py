@@ -19,7 +19,7 @@ from chisme.core.records import (
     Provider,
     Record,
 )
-from chisme.core.store import Counts, MergeResult, Store
+from chisme.core.store import Counts, MergeResult, Replication, Store
 from chisme.errors import InvalidInput
 
 S = 1_000_000_000
@@ -782,3 +782,96 @@ def test_removals_of_unknown_providers_cannot_grow_memory_past_the_tombstone_bud
     store.remove("held", ip(1), now + 1)  # a provider we hold still gets its tombstone
     assert store.get("held", ip(1)) is not None
     assert store.num_tombstones == 11
+
+
+# -- replication hooks (v2), fixed at construction ------------------------------------------
+
+
+class _Hooks:
+    """A store's replication side, recorded: what on_change was told, and whether changes
+    are wanted (a lone member wants none)."""
+
+    def __init__(self, origin: int, wanted: bool = True) -> None:
+        self.told: list[tuple[str, Record | None, Record | None]] = []
+        self.wanted = wanted
+        self.replication = Replication(origin, self.on_change, lambda: self.wanted)
+
+    def on_change(self, info_hash: str, old: Record | None, new: Record | None) -> None:
+        self.told.append((info_hash, old, new))
+
+
+def test_a_replicated_store_versions_its_own_records_and_reports_every_change() -> None:
+    hooks = _Hooks(7)
+    store = Store(TTL, replication=hooks.replication)
+    assert store.local_origin == 7 and store.last_version == 0
+    a = store.announce(IH, ip(1), NOW)
+    assert (a.origin, a.version) == (7, 1)
+    refresh = store.announce(IH, ip(1), NOW + S)
+    assert refresh.version == 1  # a refresh is no change to replicate
+    b = store.merge(IH, [live(ip(2), NOW, origin=3)], NOW).changed[0]  # another origin's
+    assert store.merge(IH, [live(ip(3), NOW)], NOW).inserted == 1  # a v1 record: not told
+    gone = store.remove(IH, ip(1), NOW + 2 * S)
+    assert (gone.origin, gone.version) == (7, 2)
+    assert store.last_version == 2
+    assert hooks.told == [(IH, None, a), (IH, None, b), (IH, refresh, gone)]
+    assert store.drain_changes() == [(IH, a), (IH, gone)]
+    assert store.drain_changes() == []
+
+
+def test_a_lone_member_queues_no_changes_but_still_reports_them() -> None:
+    hooks = _Hooks(7, wanted=False)
+    store = Store(TTL, replication=hooks.replication)
+    rec = store.announce(IH, ip(1), NOW)
+    assert not store.has_changes() and hooks.told == [(IH, None, rec)]
+    hooks.wanted = True  # another member came up
+    rec2 = store.announce(IH, ip(2), NOW)
+    assert store.drain_changes() == [(IH, rec2)]
+
+
+def test_a_store_without_replication_has_no_origin_and_no_changes() -> None:
+    store = Store(TTL)
+    rec = store.announce(IH, ip(1), NOW)
+    assert (rec.origin, rec.version, store.local_origin) == (0, 0, 0)
+    assert not store.has_changes()
+    with pytest.raises(InvalidInput):
+        Store(TTL, replication=_Hooks(2**32).replication)
+
+
+def test_copy_from_holds_the_same_state_under_its_own_origin() -> None:
+    ref = Store(TTL, max_per_key=60)
+    for i in range(40):  # past the address index's threshold
+        ref.announce(IH, ip(i), NOW + i, peer_id=b"p" * (i % 30), seeder=i % 3 == 0, origin=5)
+    ref.remove(IH, ip(3), NOW + S, origin=5)
+    ref.merge(IH2, [live(ip(1), NOW, origin=9), tomb(ip(2), NOW, origin=9)], NOW)
+    ref.count_completed(IH, "n1", by=4)
+    ref.set_lease(9, NOW + 3 * TTL)
+    hooks = _Hooks(5)
+    store = Store(TTL, max_per_key=60, replication=hooks.replication)
+    store.announce("stale" * 8, ip(1), NOW)
+    store.drain_changes()
+    hooks.told.clear()
+    store.announce("pending" * 5, ip(1), NOW)  # an outbox entry the copy drops
+    store.copy_from(ref, version=41)
+    assert store.snapshot() == ref.snapshot()
+    assert (store.num_records, store.num_tombstones, store.num_keys) == (
+        ref.num_records, ref.num_tombstones, ref.num_keys
+    )
+    assert store.counts(IH) == ref.counts(IH)
+    at = NOW + 2 * TTL  # only the lease keeps IH2's record alive: the lease came along
+    assert store.live_records(IH2, at) == ref.live_records(IH2, at) != []
+    assert store.local_origin == 5 and store.last_version == 41
+    assert not store.has_changes()
+    assert len(hooks.told) == 1  # only the announce before the copy: the copy reports nothing
+    # the copy is independent of the original, both ways
+    nxt = store.announce(IH, ip(50), NOW + 2 * S)
+    assert nxt.version == 42
+    ref.announce(IH, ip(51), NOW + 2 * S)
+    assert store.get(IH, ip(51)) is None and ref.get(IH, ip(50)) is None
+    store.sweep_all(NOW + 2 * TTL)
+    expired = store.get(IH, ip(0))  # its origin's own record: expiry leaves a tombstone
+    assert expired is not None and expired.tombstone and expired.version == 43
+    assert ref.get(IH, ip(0)) == Record(ip(0), NOW, b"", FLAG_SEEDER, 5)
+    with pytest.raises(InvalidInput):
+        Store(2 * TTL).copy_from(ref, version=0)  # another TTL
+    with pytest.raises(InvalidInput):
+        Store(TTL, max_per_key=60).copy_from(ref, version=-1)

@@ -26,7 +26,7 @@ from chisme.core.records import (
     order_key,
     to_provider,
 )
-from chisme.core.store import Store, _sample_slots, lookup_rank
+from chisme.core.store import Replication, Store, lookup_rank
 
 S = 1_000_000_000
 NOW = 1_764_000_000 * S
@@ -42,9 +42,11 @@ PIDS = [b"", b"-qB4650-abcdefghijkl", b"-TR3000-" + b"x" * 30, b"\xff" * 21]
 Snapshot = dict[tuple[str, AddrKey], Record]
 
 
-def new_store() -> Store:
+def new_store(origin: int = 0) -> Store:
+    """A store; with ``origin``, one whose first-hand records are that origin's."""
+    hooks = Replication(origin, lambda ih, old, new: None, lambda: True) if origin else None
     return Store(TTL, tombstone_ttl_ns=TOMB_TTL, max_clock_skew_ns=SKEW,
-                 max_per_key=10**6, max_records=10**9)
+                 max_per_key=10**6, max_records=10**9, replication=hooks)
 
 
 # A stamp is an offset from "now" in seconds (dead, live, within or beyond the skew),
@@ -450,9 +452,8 @@ def test_announce_sample_is_announce_then_sample(
     ``sample_peers`` and ``counts``: same records, same replication changes, same answers
     (the same random draws), through refreshes, peer id and seeder changes, merges by other
     origins, leases, removals and expiry (the sampler's checked path)."""
-    fused, plain = new_store(), new_store()
+    fused, plain = new_store(local_origin), new_store(local_origin)
     for s in (fused, plain):
-        s.local_origin = local_origin
         s.set_lease(3, NOW + 50 * S)
     rng_f, rng_p = random.Random(5), random.Random(5)
     now = NOW
@@ -481,37 +482,3 @@ def test_announce_sample_is_announce_then_sample(
                 s.sweep(now, max_keys=1)
         assert fused.snapshot() == plain.snapshot()
         assert fused.drain_changes() == plain.drain_changes()
-
-
-# -- the sampler's slices pick exactly the arithmetic progression it promises --------------
-
-
-@settings(max_examples=400, deadline=None)
-@given(
-    size=st.integers(0, 70),
-    lo=st.integers(0, 5),
-    want=st.integers(1, 60),
-    skip=st.integers(-1, 80),
-    seed=st.integers(0, 2**32),
-)
-def test_sample_slots_takes_a_progression_from_a_random_start(
-    size: int, lo: int, want: int, skip: int, seed: int
-) -> None:
-    """Slots ``start + j * step`` (mod size) of ``addrs[lo:lo+size]``, ``skip`` left out,
-    at most ``want``: the reference below, built slot by slot, on the same two draws."""
-    addrs: list[AddrKey] = [bytes([10, 0, i // 256, i % 256, 0, 1]) for i in range(lo + size + 3)]
-    hi = lo + size
-    got = _sample_slots(addrs, lo, hi, want, skip, random.Random(seed))
-    rng = random.Random(seed)
-    want_slots: list[int] = []
-    if size:
-        in_range = lo <= skip < hi
-        take = want + 1 if in_range else want
-        start = int(rng.random() * size)
-        step = 1 if size <= take else int(rng.random() * (size // take)) + 1
-        slots = [lo + (start + j * step) % size for j in range(min(take, size))]
-        want_slots = [i for i in slots if i != skip][:want]
-        assert len(set(slots)) == len(slots)  # a progression never wraps onto itself
-    assert got == [addrs[i] for i in want_slots]
-    assert addrs[skip] not in got if 0 <= skip < len(addrs) else True
-    assert len(got) == min(want, size - (lo <= skip < hi))

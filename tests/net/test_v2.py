@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from chisme import Client, Config, ConfigError, Node
-from chisme.core import gossip as g
+from chisme.core import replication as rep
 from chisme.core import swim as m
-from chisme.core.cluster import SwimPacket
 from chisme.core.keys import parse_addr
 from chisme.core.records import Record
+from chisme.core.replication import SwimPacket
 from chisme.net import tcp
 from chisme.net.v2 import V2Transport, udp_port_free
 from chisme.wire import v1, v2
@@ -146,8 +146,8 @@ async def test_a_peer_of_this_cluster_is_greeted_and_served_on_the_stream(v2node
         s.send(hello())
         assert await s.next() == v2.Hello(v2.VERSION, "chisme", a.member_id, a.node_address)
         # an empty digest against an empty store: equal roots
-        s.send(g.SyncRoot(7, 0, 0))
-        assert await s.next() == g.SyncOk(7)
+        s.send(rep.SyncRoot(7, 0, 0))
+        assert await s.next() == rep.SyncOk(7)
 
 
 async def test_the_digest_repair_runs_over_one_stream_both_ways(
@@ -160,21 +160,21 @@ async def test_the_digest_repair_runs_over_one_stream_both_ways(
     async with raw_stream(a.node_address) as s:
         s.send(hello())
         assert isinstance(await s.next(), v2.Hello)
-        s.send(g.SyncRoot(8, 0, 0))
+        s.send(rep.SyncRoot(8, 0, 0))
         groups = await s.next()
-        assert isinstance(groups, g.SyncGroups) and groups.sync_id == 8
-        assert len(groups.hashes) == g.GROUPS
+        assert isinstance(groups, rep.SyncGroups) and groups.sync_id == 8
+        assert len(groups.hashes) == rep.GROUPS
         differ = [i for i, h in enumerate(groups.hashes) if h]
         assert len(differ) == 1  # one record: one group differs from an empty digest
         grp = differ[0]
-        buckets = tuple((b, 0) for b in range(grp * g.PER_GROUP, (grp + 1) * g.PER_GROUP))
-        s.send(g.SyncBuckets(8, buckets))
+        buckets = tuple((b, 0) for b in range(grp * rep.PER_GROUP, (grp + 1) * rep.PER_GROUP))
+        s.send(rep.SyncBuckets(8, buckets))
         delta = await s.next()
-        assert isinstance(delta, g.Delta) and delta.reply and delta.sync_id == 8
+        assert isinstance(delta, rep.Delta) and delta.reply and delta.sync_id == 8
         assert delta.items == ((IH, mine),)
         # our answer: what the node lacks, from another origin
         ours = Record(parse_addr(P2), mine.last_seen_ns, b"raw", 0, 0x5EED, 1)
-        s.send(g.Delta(8, (), ((IH, ours),), False))
+        s.send(rep.Delta(8, (), ((IH, ours),), False))
         await wait_until(lambda: len(a.local_lookup(IH)) == 2, what="the peer's record merged")
         assert {p.addr for p in a.local_lookup(IH)} == {P1, P2}
 
@@ -182,7 +182,7 @@ async def test_the_digest_repair_runs_over_one_stream_both_ways(
 async def test_a_stream_of_another_cluster_gets_an_error_and_is_closed(v2node: V2Node) -> None:
     a = await v2node()
     async with raw_stream(a.node_address) as s:
-        s.send(hello(cluster="not-chisme"), g.SyncRoot(1, 5, 1))
+        s.send(hello(cluster="not-chisme"), rep.SyncRoot(1, 5, 1))
         got = await s.rest()
     assert got == [
         v2.Hello(v2.VERSION, "chisme", a.member_id, a.node_address),
@@ -192,9 +192,9 @@ async def test_a_stream_of_another_cluster_gets_an_error_and_is_closed(v2node: V
     assert [x["id"] for x in a.members()] == [a.member_id]
     # the port still serves this cluster
     async with raw_stream(a.node_address) as s:
-        s.send(hello(), g.SyncRoot(2, 0, 0))
+        s.send(hello(), rep.SyncRoot(2, 0, 0))
         assert isinstance(await s.next(), v2.Hello)
-        assert await s.next() == g.SyncOk(2)
+        assert await s.next() == rep.SyncOk(2)
 
 
 async def test_another_protocol_version_is_refused(v2node: V2Node) -> None:
@@ -208,7 +208,7 @@ async def test_another_protocol_version_is_refused(v2node: V2Node) -> None:
 @pytest.mark.parametrize(
     ("first", "reason"),
     [
-        (v2.PREFACE + v2.encode_frame(g.SyncRoot(1, 0, 0)), "expected a hello frame first"),
+        (v2.PREFACE + v2.encode_frame(rep.SyncRoot(1, 0, 0)), "expected a hello frame first"),
         (v2.PREFACE + v2.encode_frame(v2.Error("hi")), "expected a hello frame first"),
         (b"\x00chisme\x01" + v2.encode_frame(hello()), "not a chisme v2 stream"),
         (b"\x00GET / HTTP/1.1\r\n\r\n", "not a chisme v2 stream"),
@@ -245,8 +245,8 @@ async def test_a_greeted_stream_is_not_cut_by_the_handshake_deadline(v2node: V2N
         assert isinstance(await greeted.next(), v2.Hello)
         # the stalled twin, opened after it, is cut: the deadline has passed for both
         assert (await stalled.rest())[1:] == [v2.Error("handshake timeout")]
-        greeted.send(g.SyncRoot(9, 0, 0))
-        assert await greeted.next() == g.SyncOk(9)
+        greeted.send(rep.SyncRoot(9, 0, 0))
+        assert await greeted.next() == rep.SyncOk(9)
 
 
 # -- v1 on the same port ------------------------------------------------------------------------
@@ -275,8 +275,8 @@ async def test_v1_is_served_on_the_port_while_v2_streams_are_open(
         assert b.member_id.encode() in raw
         # and the open streams still work
         for i, s in enumerate(streams):
-            s.send(g.SyncRoot(i, 1, 1))
-            assert isinstance(await s.next(), g.SyncGroups)
+            s.send(rep.SyncRoot(i, 1, 1))
+            assert isinstance(await s.next(), rep.SyncGroups)
         # a v1 message that is bad gets its v1 error, as before
         reply = await tcp.request(a.node_address, b'{"type":"nope"}', DEADLINE_S, 1 << 20)
         assert b"error" in reply
@@ -373,9 +373,9 @@ async def test_a_dialed_stream_carries_requests_and_replies(
     a = await v2node()
     async with endpoint() as ep:
         for i in range(3):
-            ep.send(a.node_address, g.SyncRoot(i, 0, 0))
+            ep.send(a.node_address, rep.SyncRoot(i, 0, 0))
         await wait_until(lambda: len(ep.got) == 3, what="three answers")
-        assert ep.got == [(a.node_address, g.SyncOk(i)) for i in range(3)]
+        assert ep.got == [(a.node_address, rep.SyncOk(i)) for i in range(3)]
         assert ep.counts.get(("drop", "unreachable"), 0) == 0
 
 
@@ -384,10 +384,10 @@ async def test_a_dial_to_a_closed_port_is_dropped_and_counted(wait_until: WaitUn
         s.bind(("127.0.0.1", 0))  # bound, not listening: refused
         addr = tcp.format_peer(s.getsockname())
         async with endpoint() as ep:
-            ep.send(addr, g.SyncRoot(1, 0, 0))
-            ep.send(addr, g.SyncRoot(2, 0, 0))  # queued behind the same dial
+            ep.send(addr, rep.SyncRoot(1, 0, 0))
+            ep.send(addr, rep.SyncRoot(2, 0, 0))  # queued behind the same dial
             await wait_until(lambda: ep.counts.get(("drop", "unreachable")) == 1)
-            ep.send(addr, g.SyncRoot(3, 0, 0))  # a later send dials again
+            ep.send(addr, rep.SyncRoot(3, 0, 0))  # a later send dials again
             await wait_until(lambda: ep.counts.get(("drop", "unreachable")) == 2)
             assert ep.got == []
 
@@ -397,7 +397,7 @@ async def test_a_node_of_another_cluster_refuses_our_dial(
 ) -> None:
     a = await v2node(cluster_name="elsewhere")
     async with endpoint() as ep:
-        ep.send(a.node_address, g.SyncRoot(1, 0, 0))
+        ep.send(a.node_address, rep.SyncRoot(1, 0, 0))
         await wait_until(lambda: drop_count(a, "bad_frame") == 1, what="a's refusal")
         await wait_until(lambda: not _open_streams(ep), what="our side to close too")
         assert ep.got == []
@@ -416,17 +416,17 @@ async def test_a_peer_restarted_on_its_port_is_reached_on_a_new_stream(
     async with endpoint() as ep:
         async with Node(cfg) as old:
             addr = old.node_address
-            ep.send(addr, g.SyncRoot(1, 0, 0))
+            ep.send(addr, rep.SyncRoot(1, 0, 0))
             await wait_until(lambda: len(ep.got) == 1)
             assert _open_streams(ep) == [addr]
         await wait_until(lambda: not _open_streams(ep), what="the old stream's end noticed")
         async with Node(cfg.replace(listen=addr)) as new:
             assert new.member_id != old.member_id
             await new.announce(IH, P1)  # its digest root is no longer 0
-            ep.send(addr, g.SyncRoot(2, 0, 0))
+            ep.send(addr, rep.SyncRoot(2, 0, 0))
             await wait_until(lambda: len(ep.got) == 2, what="the new process's answer")
             src, reply = ep.got[1]
-            assert src == addr and isinstance(reply, g.SyncGroups) and reply.sync_id == 2
+            assert src == addr and isinstance(reply, rep.SyncGroups) and reply.sync_id == 2
 
 
 # -- bounds and shutdown ---------------------------------------------------------------------------
@@ -449,11 +449,11 @@ async def test_inbound_streams_are_capped(v2node: V2Node, wait_until: WaitUntil)
         s1.close()
         await wait_until(lambda: a._v2 is not None and a._v2.inbound == 1, what="a slot freed")
         async with raw_stream(a.node_address) as s4:
-            s4.send(hello(addr="127.0.0.1:23"), g.SyncRoot(1, 0, 0))
+            s4.send(hello(addr="127.0.0.1:23"), rep.SyncRoot(1, 0, 0))
             assert isinstance(await s4.next(), v2.Hello)
-            assert await s4.next() == g.SyncOk(1)
-        s2.send(g.SyncRoot(2, 0, 0))
-        assert await s2.next() == g.SyncOk(2)
+            assert await s4.next() == rep.SyncOk(1)
+        s2.send(rep.SyncRoot(2, 0, 0))
+        assert await s2.next() == rep.SyncOk(2)
 
 
 async def test_a_stopped_node_closes_every_v2_stream(config: Callable[..., Config]) -> None:
@@ -499,7 +499,7 @@ async def test_a_seed_that_speaks_only_v1_is_named_as_such(
     transport names the address as a v1 peer (the node then gossips to it in v1)."""
     async with Node(config(protocol="v1", api="")) as old, endpoint() as ep:
         with caplog.at_level(logging.INFO, logger="chisme.v2"):
-            ep.send(old.node_address, g.SyncRoot(1, 0, 0))
+            ep.send(old.node_address, rep.SyncRoot(1, 0, 0))
             await wait_until(lambda: ep.v1_peers == [old.node_address])
         assert "answered the v2 hello in v1 JSON" in caplog.text
         assert ep.got == []
@@ -531,9 +531,9 @@ async def test_port_0_is_chosen_again_when_its_udp_twin_is_taken(
         assert len(tried) >= 2
         assert a.addresses["node"][1] == tried[-1]
         async with raw_stream(a.node_address) as s:  # TCP and UDP on the final number
-            s.send(hello(), g.SyncRoot(1, 0, 0))
+            s.send(hello(), rep.SyncRoot(1, 0, 0))
             assert isinstance(await s.next(), v2.Hello)
-            assert await s.next() == g.SyncOk(1)
+            assert await s.next() == rep.SyncOk(1)
         async with udp_socket() as (udp, inbox, me):
             ping = SwimPacket(m.Ping(3, a.member_id, RAW_ID, me), ())
             udp.sendto(v2.encode_datagram(v2.cluster_tag("chisme"), ping), a.addresses["node"])

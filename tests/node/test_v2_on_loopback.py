@@ -23,10 +23,9 @@ import pytest
 
 from chisme import Client, Config, Node
 from chisme.core import swim as m
-from chisme.core.cluster import SwimPacket
-from chisme.core.gossip import origin_id
 from chisme.core.keys import parse_addr
 from chisme.core.records import Record
+from chisme.core.replication import SwimPacket, origin_id
 from chisme.net import tcp
 from chisme.wire import v1, v2
 from chisme.wire.rfc3339 import format_rfc3339

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from chisme import Node
-from chisme.core.gossip import origin_id
 from chisme.core.keys import parse_addr
 from chisme.core.records import Record
+from chisme.core.replication import origin_id
 from chisme.net.memory import MemoryTransport
 from chisme.tracker.types import Event
 from chisme.wire import v1

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from conftest import MemoryCluster, OnMemory, tracker_announce
 from chisme.core.keys import ip_port_key
 from chisme.service.tracker import MAX_OVERLAY_INFLIGHT
 from chisme.tracker.types import Event
+from conftest import MemoryCluster, OnMemory, tracker_announce
 
 if TYPE_CHECKING:
     from conftest import WaitUntil
@@ -71,8 +71,8 @@ def test_over_the_in_flight_cap_an_announce_is_answered_from_the_local_store(
     on_memory: OnMemory, wait_until: WaitUntil
 ) -> None:
     async def body(c: MemoryCluster) -> None:
-        a, b = await c.cluster(2)
-        await wait_until(lambda: b.role.has_fanout())
+        _, b = await c.cluster(2)
+        await wait_until(b.role.has_fanout)
         b.tracker.overlay_inflight = MAX_OVERLAY_INFLIGHT
         answer = tracker_announce(b, IH, peer(1))
         assert isinstance(answer, tuple)  # answered at once, nobody asked

@@ -13,11 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chisme.core import gossip as g
+from chisme.core import replication as rep
 from chisme.core import swim as m
-from chisme.core.cluster import SwimPacket
 from chisme.core.keys import parse_addr
 from chisme.core.records import FLAG_SEEDER, FLAG_TOMBSTONE, MAX_PEER_ID_BYTES, Record
+from chisme.core.replication import SwimPacket
 from chisme.errors import MessageTooLarge, WireError
 from chisme.wire import v2
 
@@ -35,7 +35,7 @@ DEAD = m.Dead("node-d.3", 2, "node-e.4")
 LEFT = m.Dead("node-f.5", 9, "node-f.5")
 PIGGYBACK = (ALIVE, SUSPECT, DEAD, LEFT)
 
-RECORDS: tuple[g.ItemRecord, ...] = (
+RECORDS: tuple[rep.ItemRecord, ...] = (
     (IH, Record(V4, T, b"-qB4650-abcdefghijkl", 0, 0x1234ABCD, 1)),
     (IH, Record(V6, T + 1, b"", FLAG_SEEDER, 1, 2**63)),
     (IH2, Record(NAME, T + 2, b"\xff\x00peer", FLAG_TOMBSTONE, 0xFFFFFFFF, 2**64 - 1)),
@@ -55,18 +55,20 @@ SWIM_MESSAGES: list[m.Message] = [
 MESSAGES: list[object] = [
     *(SwimPacket(msg, PIGGYBACK) for msg in SWIM_MESSAGES),
     *(SwimPacket(msg, ()) for msg in SWIM_MESSAGES),
-    g.Rumors(RECORDS),
-    g.Rumors(()),
-    g.Rumors(RECORDS[:1], ((IH, "node-a", 3), (IH2, "node-b", 2**64 - 1))),
-    g.SyncRoot(0x7FFFFFFF, 2**64 - 1, 12345),
-    g.SyncRoot(1, 0, 0),
-    g.SyncOk(42),
-    g.SyncGroups(3, tuple(range(g.GROUPS))),
-    g.SyncGroups(4, tuple(2**64 - 1 - i for i in range(g.GROUPS))),
-    g.SyncBuckets(5, tuple((b, b * 0x9E3779B97F4A7C15 % 2**64) for b in range(0, g.BUCKETS, 7))),
-    g.Delta(6, (0, 17, g.BUCKETS - 1), RECORDS, True),
-    g.Delta(7, (), RECORDS[:1], False),
-    g.Delta(8, (5,), (), True, ((IH, "node-a", 0),)),
+    rep.Rumors(RECORDS),
+    rep.Rumors(()),
+    rep.Rumors(RECORDS[:1], ((IH, "node-a", 3), (IH2, "node-b", 2**64 - 1))),
+    rep.SyncRoot(0x7FFFFFFF, 2**64 - 1, 12345),
+    rep.SyncRoot(1, 0, 0),
+    rep.SyncOk(42),
+    rep.SyncGroups(3, tuple(range(rep.GROUPS))),
+    rep.SyncGroups(4, tuple(2**64 - 1 - i for i in range(rep.GROUPS))),
+    rep.SyncBuckets(
+        5, tuple((b, b * 0x9E3779B97F4A7C15 % 2**64) for b in range(0, rep.BUCKETS, 7))
+    ),
+    rep.Delta(6, (0, 17, rep.BUCKETS - 1), RECORDS, True),
+    rep.Delta(7, (), RECORDS[:1], False),
+    rep.Delta(8, (5,), (), True, ((IH, "node-a", 0),)),
     v2.Hello(v2.VERSION, "chisme", "a1b2c3d4e5f60718.0badcafe", "127.0.0.1:7070"),
     v2.Hello(v2.VERSION, "other-cluster", "x.1", "[::1]:7070"),
     v2.Error("wrong cluster"),
@@ -97,8 +99,8 @@ def test_every_message_type_is_covered() -> None:
     assert swim == {m.Ping, m.PingReq, m.Ack, m.Nack, m.Gossip, m.PushPull}
     kinds = {type(x) for x in MESSAGES}
     assert kinds == {
-        SwimPacket, g.Rumors, g.SyncRoot, g.SyncOk, g.SyncGroups, g.SyncBuckets, g.Delta,
-        v2.Hello, v2.Error,
+        SwimPacket, rep.Rumors, rep.SyncRoot, rep.SyncOk, rep.SyncGroups, rep.SyncBuckets,
+        rep.Delta, v2.Hello, v2.Error,
     }
     updates = {type(u) for p in MESSAGES if isinstance(p, SwimPacket) for u in p.piggyback}
     assert updates == {m.Alive, m.Suspect, m.Dead}
@@ -174,7 +176,7 @@ def test_datagrams_that_are_not_v2_are_rejected(data: bytes) -> None:
 
 
 def test_a_datagram_over_the_cap_is_refused_both_ways() -> None:
-    big = g.Rumors(tuple((IH, Record(V4, T, b"p" * 100, 0, 1, i)) for i in range(40)))
+    big = rep.Rumors(tuple((IH, Record(V4, T, b"p" * 100, 0, 1, i)) for i in range(40)))
     with pytest.raises(MessageTooLarge):
         v2.encode_datagram(TAG, big)
     data = v2.PREFACE + TAG + v2.encode(big)
@@ -236,8 +238,8 @@ def _rumor(**fields: Any) -> bytes:
 
 
 def test_a_valid_hand_built_rumor_decodes() -> None:
-    assert v2.decode(_rumor()) == g.Rumors(((IH, Record(V4, T, b"", 0, 7, 1)),))
-    assert v2.decode(_rumor(ip=b"", name="seed.example.org:6881")) == g.Rumors(
+    assert v2.decode(_rumor()) == rep.Rumors(((IH, Record(V4, T, b"", 0, 7, 1)),))
+    assert v2.decode(_rumor(ip=b"", name="seed.example.org:6881")) == rep.Rumors(
         ((IH, Record(NAME, T, b"", 0, 7, 1)),)
     )
 
@@ -274,12 +276,12 @@ def test_a_bad_record_is_rejected(fields: dict[str, Any], reason: str) -> None:
 
 
 def test_one_bad_record_rejects_the_whole_message() -> None:
-    good = _plain(g.Rumors(RECORDS))
+    good = _plain(rep.Rumors(RECORDS))
     bad = copy.deepcopy(good)
     bad[1][2][6] = 0  # the third record's origin
     with pytest.raises(WireError, match="origin"):
         v2.decode(msgspec.msgpack.encode(bad))
-    delta = _plain(g.Delta(1, (1,), RECORDS, True))
+    delta = _plain(rep.Delta(1, (1,), RECORDS, True))
     delta[3][0][0] = "bad hash"
     with pytest.raises(WireError, match="info_hash"):
         v2.decode(msgspec.msgpack.encode(delta))
@@ -312,7 +314,7 @@ def test_oversized_fields_are_rejected() -> None:
     with pytest.raises(WireError):
         v2.decode(v2.encode(SwimPacket(m.Ack(1, "x" * 301), ())))
     with pytest.raises(WireError):
-        v2.decode(msgspec.msgpack.encode([5, 1, list(range(g.GROUPS + 1))]))
+        v2.decode(msgspec.msgpack.encode([5, 1, list(range(rep.GROUPS + 1))]))
     with pytest.raises(WireError):
         v2.decode(msgspec.msgpack.encode([1, [1, -1, "t", "s", "127.0.0.1:1"], []]))
 
@@ -366,7 +368,7 @@ def test_fuzz_frames_split_anywhere(data: bytes, step: int) -> None:
 
 _LEAVES = st.one_of(
     st.integers(min_value=-(2**63), max_value=2**64 - 1),
-    st.sampled_from([0, 1, -1, 2**63, 2**64 - 1, g.BUCKETS, g.GROUPS, 2**32]),
+    st.sampled_from([0, 1, -1, 2**63, 2**64 - 1, rep.BUCKETS, rep.GROUPS, 2**32]),
     st.text(max_size=8),
     st.sampled_from(["", "127.0.0.1:0", "[::1]:1", "x" * 301, IH, "Host.Example:1"]),
     st.binary(max_size=20),

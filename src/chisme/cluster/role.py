@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from chisme.core.records import Record
+from chisme.core.store import Store
 from chisme.core.swim import MemberEvent
 
 
@@ -52,6 +53,8 @@ class ClusterRole(Protocol):
     """``"v1"`` or ``"v2"``."""
     member_id: str
     """This process in the cluster (v2: ``node_id`` + a per-start generation)."""
+    store: Store
+    """The store it replicates (in v2 built by the engine, whose digest observes it)."""
 
     def start(self) -> None:
         """Begin: join through the seeds (v2), arm the first round."""

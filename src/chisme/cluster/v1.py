@@ -38,6 +38,7 @@ class V1Role:
         first_round_ns: int | None = None,
     ) -> None:
         self.member_id = node_id
+        self.store = store
         self.transport = transport
         self.push = V1Push(
             store, transport, clock, rng, observer,

@@ -18,8 +18,8 @@ import random
 
 from chisme.clock import Clock
 from chisme.cluster.role import ClusterObserver
-from chisme.core.gossip import plan_full_push
 from chisme.core.records import Record
+from chisme.core.replication import plan_full_push
 from chisme.core.store import MergeResult, Store
 from chisme.net.transport import Transport
 from chisme.wire import v1

@@ -1,6 +1,6 @@
 """The v2 role: SWIM membership, rumors and digest anti-entropy over one store (docs/v2.md).
 
-The sans-I/O :class:`~chisme.core.cluster.ClusterEngine` decides what to send; this role feeds
+The sans-I/O :class:`~chisme.core.replication.ClusterEngine` decides what to send; this role feeds
 it the clock and the messages that arrive, hands what it returns to the transport, and keeps
 the transport's one timer at the engine's next deadline (or the next v1 push, for the nodes of
 the original design this node also gossips with). A first-hand change pokes the timer, so
@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from chisme.clock import Clock
 from chisme.cluster.role import ClusterObserver
 from chisme.cluster.v1_push import V1Push
-from chisme.core.cluster import ClusterConfig, ClusterEngine
-from chisme.core.gossip import Out
 from chisme.core.records import Record
-from chisme.core.store import Store
+from chisme.core.replication import ClusterConfig, ClusterEngine, Out
+from chisme.core.store import Replication, Store
 from chisme.core.swim import MemberState
 from chisme.net.transport import Transport
 from chisme.wire import v1
@@ -38,7 +37,7 @@ class V2Role:
 
     def __init__(
         self,
-        store: Store,
+        make_store: Callable[[Replication], Store],
         transport: Transport,
         clock: Clock,
         rng: random.Random,
@@ -54,14 +53,15 @@ class V2Role:
     ) -> None:
         self.member_id = member_id
         self.addr = addr
-        self.store = store
         self.transport = transport
         self.clock = clock
         self.observer = observer
+        # the engine builds the store: its digest and membership are the store's hooks
         self.engine = ClusterEngine(
-            member_id, addr, store, config=config, rng=rng,
+            member_id, addr, make_store, config=config, rng=rng,
             seeds=[s for s in seeds if s != addr],
         )
+        self.store = store = self.engine.store
         self.engine.replicator.on_merged = observer.merged
         self.push = V1Push(
             store, transport, clock, rng, observer,

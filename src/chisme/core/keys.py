@@ -20,9 +20,12 @@ from chisme.errors import InvalidInput
 AddrKey = bytes | str
 """An address in its store form: 6 or 18 bytes for IPs, ``"name:port"`` for DNS names."""
 
-V4_MAPPED_PREFIX = bytes(10) + b"\xff\xff"
-"""The first 12 bytes of an IPv4-mapped IPv6 address (RFC 4291 §2.5.5.2, ``::ffff:0:0/96``):
-such an address is keyed as the IPv4 address it maps, so one peer has one key."""
+IPV4_KEY_SIZE = 6
+"""Bytes of an IPv4 key: the 4-byte address and the 2-byte big-endian port (BEP 23)."""
+IPV6_KEY_SIZE = 18
+"""Bytes of an IPv6 key: the 16-byte address and the port (BEP 7)."""
+_V4_MAPPED = bytes(10) + b"\xff\xff"  # ::ffff:0:0/96, RFC 4291 §2.5.5.2
+_NO_PORT = b"\x00\x00"
 
 MAX_INFO_HASH_LEN = 128
 _INFO_HASH_RE = re.compile(r"[\x21-\x7e]{1,128}")
@@ -54,11 +57,35 @@ def parse_port(value: object) -> int:
     return value
 
 
+def is_ipv4_mapped(packed: bytes) -> bool:
+    """Whether a packed IPv6 address (or the address of an IPv6 key) is an IPv4-mapped one,
+    ``::ffff:a.b.c.d``: that peer is the IPv4 one, and has only the IPv4 key."""
+    return len(packed) >= 16 and packed[:12] == _V4_MAPPED
+
+
+def unmap_ipv4(packed_ip: bytes) -> bytes:
+    """The 4-byte IPv4 address of an IPv4-mapped IPv6 one; any other address as it is."""
+    return packed_ip[12:] if len(packed_ip) == 16 and packed_ip[:12] == _V4_MAPPED else packed_ip
+
+
 def ip_port_key(packed_ip: bytes, port: int) -> bytes:
-    """The compact key of a packed IPv4 (4 bytes) or IPv6 (16 bytes) address and a port."""
-    if len(packed_ip) == 16 and packed_ip[:12] == V4_MAPPED_PREFIX:
-        packed_ip = packed_ip[12:]  # IPv4-mapped IPv6: one peer, one key
-    return packed_ip + port.to_bytes(2, "big")
+    """The compact key of a packed IPv4 (4 bytes) or IPv6 (16 bytes) address and a port
+    (IPv4-mapped IPv6: the IPv4 key, so one peer has one key)."""
+    return unmap_ipv4(packed_ip) + port.to_bytes(2, "big")
+
+
+def is_ip_key(key: object) -> bool:
+    """Whether ``key`` is a canonical compact IP key, as :func:`ip_port_key` makes them:
+    6 bytes, or 18 of an address that is not IPv4-mapped; the port not 0."""
+    if not isinstance(key, bytes) or key[-2:] == _NO_PORT:
+        return False
+    n = len(key)
+    return n == IPV4_KEY_SIZE or (n == IPV6_KEY_SIZE and key[:12] != _V4_MAPPED)
+
+
+def ip_key_size(family: int) -> int:
+    """The size of the IP keys of an address family (4 or 6)."""
+    return IPV4_KEY_SIZE if family == 4 else IPV6_KEY_SIZE
 
 
 def parse_addr(text: object) -> AddrKey:
@@ -97,26 +124,27 @@ def format_addr(key: AddrKey) -> str:
     if isinstance(key, str):
         return key
     port = int.from_bytes(key[-2:], "big")
-    if len(key) == 6:  # by hand: ipaddress.IPv4Address costs ~10x more, on every lookup reply
+    # by hand: ipaddress.IPv4Address costs ~10x more, on every lookup reply
+    if len(key) == IPV4_KEY_SIZE:
         return f"{key[0]}.{key[1]}.{key[2]}.{key[3]}:{port}"
     return f"[{ipaddress.IPv6Address(key[:16])}]:{port}"
 
 
 def is_ipv4(key: AddrKey) -> bool:
     """True for a compact IPv4 key (6 bytes)."""
-    return isinstance(key, bytes) and len(key) == 6
+    return isinstance(key, bytes) and len(key) == IPV4_KEY_SIZE
 
 
 def is_ipv6(key: AddrKey) -> bool:
     """True for a compact IPv6 key (18 bytes)."""
-    return isinstance(key, bytes) and len(key) == 18
+    return isinstance(key, bytes) and len(key) == IPV6_KEY_SIZE
 
 
 def family_of(key: AddrKey) -> int:
     """6 for a compact IPv6 key, else 4 (a tracker client's address is an IP key)."""
-    return 6 if isinstance(key, bytes) and len(key) == 18 else 4
+    return 6 if isinstance(key, bytes) and len(key) == IPV6_KEY_SIZE else 4
 
 
 def is_of_family(key: AddrKey, family: int) -> bool:
     """A compact IP key of ``family`` (4 or 6); a ``host:port`` name is of neither."""
-    return isinstance(key, bytes) and len(key) == (6 if family == 4 else 18)
+    return isinstance(key, bytes) and len(key) == ip_key_size(family)

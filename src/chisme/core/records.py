@@ -51,6 +51,11 @@ class Record(NamedTuple):
         return bool(self.flags & FLAG_TOMBSTONE)
 
 
+def tombstone_record(addr: AddrKey, last_seen_ns: int, origin: int = 0, version: int = 0) -> Record:
+    """The record of a provider that left at ``last_seen_ns``: no peer id, no other flag."""
+    return Record(addr, last_seen_ns, b"", FLAG_TOMBSTONE, origin, version)
+
+
 def order_key(r: Record) -> tuple[int, int, bytes, int, int]:
     """The total order merge uses: freshest wins, ties broken by the rest of the record.
 

@@ -20,21 +20,17 @@ Semantics (DESIGN.md §1, fixed where the seed design does not hold up):
   incoming one is fresher); a full store first frees expired records, then evicts the
   stalest provider among a few keys sampled round-robin (as Redis's approximated LRU).
 
-Memory layout (≈ 140 B per record at 10^6 records, bench/bench_store.py): per key a
-:class:`Swarm` of parallel slots (addresses, stamps, and one packed chunk per slot), with
-leechers packed before seeders, so that a tracker reply samples peers in O(numwant)
-without scanning a swarm, and counts seeders/leechers in O(1).
+Each key's providers are a :class:`~chisme.core.swarm.Swarm` of packed slots (the memory
+layout and the O(want) peer sampling are :mod:`chisme.core.swarm`'s).
 """
 
 from __future__ import annotations
 
 import random
-import struct
-from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import NamedTuple
 
-from chisme.core.keys import AddrKey, parse_addr, parse_info_hash
+from chisme.core.keys import AddrKey, ip_key_size, is_ip_key, parse_addr, parse_info_hash
 from chisme.core.records import (
     FLAG_SEEDER,
     FLAG_TOMBSTONE,
@@ -45,26 +41,13 @@ from chisme.core.records import (
     Record,
     order_key,
     to_provider,
+    tombstone_record,
 )
+from chisme.core.swarm import Swarm, sample_live, sample_slots
 from chisme.errors import InvalidInput
 
-# Per slot, one fixed-size chunk of Swarm.meta: origin (u32), version (u64), peer id length
-# (u8; _LONG: kept in Swarm.long_pids), then up to 20 peer id bytes inline (BitTorrent's).
-# One bytearray rather than an array per field: each array costs a 64-byte header plus its
-# growth slack per key, ~20 B per record in swarms of 10 (bench/bench_store.py).
-_META = struct.Struct("<IQB")
-_HEAD = _META.size  # 13
-_PID_INLINE = 20
-_SLOT = _HEAD + _PID_INLINE
-_ORIGIN = struct.Struct("<I")
-_VERSION = struct.Struct("<Q")
-_LONG = 255
 _MAX_CHANGES = 65536  # local changes waiting for the replicator; rumors are best effort
 _SWEEP_SAMPLE = 5  # keys examined per eviction when the store is full
-# A swarm of at most this many slots finds an address by scanning its list (list.index, in C:
-# about 1 µs at 32) instead of keeping an address -> slot dict, which costs ~35 B per record
-# in the common small swarm. Above it the dict is built; below half of it, dropped.
-_INDEX_MIN = 32
 
 
 class MergeResult(NamedTuple):
@@ -84,186 +67,26 @@ class Counts(NamedTuple):
     downloaded: int
 
 
-class Swarm:
-    """The providers of one key. Slots ``[0, n_leech)`` are leechers, the rest seeders.
+Observer = Callable[[str, Record | None, Record | None], None]
+"""Told ``(info_hash, old, new)`` of each change to a record with an origin: ``old`` None for
+an insert, ``new`` None for a record that went away (expired, evicted, superseded)."""
 
-    ``index`` (address -> slot) exists only while the swarm has more than ``_INDEX_MIN``
-    slots; use :meth:`find`.
+
+class Replication(NamedTuple):
+    """What ties a store to v2 replication (:mod:`chisme.core.replication`), given when the
+    store is built and fixed for its life; a store of a v1 node has none.
+
+    - ``origin``: this member's origin number. Records the store accepts first-hand carry it,
+      each change to one gets the next version of the store's counter, and the change waits
+      in the store's outbox (:meth:`Store.drain_changes`) for rumors.
+    - ``on_change``: told of every change to a record with an origin (the digest).
+    - ``changes_wanted``: asked before a change goes into the outbox; False while nobody
+      would hear of it (a lone member: one that joins later gets it by anti-entropy).
     """
 
-    __slots__ = (
-        "addrs",
-        "downloaded",
-        "index",
-        "long_pids",
-        "meta",
-        "min_seen",
-        "n4",
-        "n6",
-        "n_leech",
-        "seen",
-        "tombs",
-    )
-
-    def __init__(self) -> None:
-        self.index: dict[AddrKey, int] | None = None
-        self.addrs: list[AddrKey] = []
-        self.seen = array("q")
-        self.meta = bytearray()  # _SLOT bytes per slot: origin, version, peer id
-        self.n_leech = 0
-        self.n4 = 0  # slots whose address is a 6-byte (IPv4) key
-        self.n6 = 0  # ... an 18-byte (IPv6) key; the rest are host:port names
-        self.min_seen = 1 << 62  # a lower bound of ``seen`` over the slots
-        # addr -> (seen, origin, version)
-        self.tombs: dict[AddrKey, tuple[int, int, int]] | None = None
-        self.long_pids: dict[AddrKey, bytes] | None = None
-        self.downloaded: dict[str, int] | None = None  # node id -> completed count
-
-    def __len__(self) -> int:
-        return len(self.addrs)
-
-    # -- slot access ------------------------------------------------------------------
-
-    def origin(self, i: int) -> int:
-        return int(_ORIGIN.unpack_from(self.meta, i * _SLOT)[0])
-
-    def version(self, i: int) -> int:
-        return int(_VERSION.unpack_from(self.meta, i * _SLOT + 4)[0])
-
-    def peer_id(self, i: int) -> bytes:
-        o = i * _SLOT + _HEAD
-        n = self.meta[o - 1]
-        if n == _LONG:
-            assert self.long_pids is not None
-            return self.long_pids[self.addrs[i]]
-        return bytes(self.meta[o : o + n])
-
-    def record(self, i: int) -> Record:
-        o = i * _SLOT
-        origin, version, n = _META.unpack_from(self.meta, o)
-        if n == _LONG:
-            assert self.long_pids is not None
-            pid = self.long_pids[self.addrs[i]]
-        else:
-            pid = bytes(self.meta[o + _HEAD : o + _HEAD + n])
-        flags = FLAG_SEEDER if i >= self.n_leech else 0
-        return Record(self.addrs[i], self.seen[i], pid, flags, origin, version)
-
-    def find(self, addr: AddrKey) -> int | None:
-        """The slot of ``addr``, or None."""
-        if self.index is not None:
-            return self.index.get(addr)
-        addrs = self.addrs
-        # a membership test first: a miss (every new provider) must not pay for list.index's
-        # ValueError, whose message formats the address
-        return addrs.index(addr) if addr in addrs else None
-
-    def current(self, addr: AddrKey) -> Record | None:
-        """The record held for ``addr``: a live slot, a tombstone, or None."""
-        i = self.find(addr)
-        if i is not None:
-            return self.record(i)
-        if self.tombs is not None:
-            t = self.tombs.get(addr)
-            if t is not None:
-                return Record(addr, t[0], b"", FLAG_TOMBSTONE, t[1], t[2])
-        return None
-
-    def _set_meta(self, i: int, addr: AddrKey, pid: bytes, origin: int, version: int) -> None:
-        o = i * _SLOT
-        n = len(pid)
-        if n <= _PID_INLINE:
-            _META.pack_into(self.meta, o, origin, version, n)
-            self.meta[o + _HEAD : o + _HEAD + n] = pid
-            if self.long_pids is not None:
-                self.long_pids.pop(addr, None)
-        else:
-            _META.pack_into(self.meta, o, origin, version, _LONG)
-            if self.long_pids is None:
-                self.long_pids = {}
-            self.long_pids[addr] = pid
-
-    def _swap(self, i: int, j: int) -> None:
-        if i == j:
-            return
-        a, b = self.addrs[i], self.addrs[j]
-        self.addrs[i], self.addrs[j] = b, a
-        if self.index is not None:
-            self.index[a], self.index[b] = j, i
-        self.seen[i], self.seen[j] = self.seen[j], self.seen[i]
-        oi, oj = i * _SLOT, j * _SLOT
-        meta = self.meta
-        meta[oi : oi + _SLOT], meta[oj : oj + _SLOT] = meta[oj : oj + _SLOT], meta[oi : oi + _SLOT]
-
-    # -- mutations (the Store keeps the totals) ---------------------------------------
-
-    def insert(
-        self, addr: AddrKey, seen: int, pid: bytes, seeder: bool, origin: int, *, version: int = 0
-    ) -> None:
-        i = len(self.addrs)
-        self.addrs.append(addr)
-        self._count_family(addr, 1)
-        if self.index is not None:
-            self.index[addr] = i
-        elif i >= _INDEX_MIN:
-            self.index = {a: k for k, a in enumerate(self.addrs)}
-        self.seen.append(seen)
-        self.meta.extend(bytes(_SLOT))
-        self._set_meta(i, addr, pid, origin, version)
-        if not seeder:
-            self._swap(i, self.n_leech)
-            self.n_leech += 1
-        self.min_seen = min(self.min_seen, seen)
-
-    def update(
-        self, i: int, seen: int, pid: bytes, seeder: bool, origin: int, *, version: int = 0
-    ) -> None:
-        self.seen[i] = seen
-        self._set_meta(i, self.addrs[i], pid, origin, version)
-        if seeder and i < self.n_leech:  # leecher -> seeder: hand it to the seeder side
-            self._swap(i, self.n_leech - 1)
-            self.n_leech -= 1
-        elif not seeder and i >= self.n_leech:
-            self._swap(i, self.n_leech)
-            self.n_leech += 1
-
-    def delete(self, i: int) -> None:
-        if i < self.n_leech:
-            self._swap(i, self.n_leech - 1)
-            i = self.n_leech - 1
-            self.n_leech -= 1
-        last = len(self.addrs) - 1
-        self._swap(i, last)
-        addr = self.addrs.pop()
-        self._count_family(addr, -1)
-        self.seen.pop()
-        del self.meta[last * _SLOT :]
-        if self.index is not None:
-            del self.index[addr]
-            if last < _INDEX_MIN // 2:
-                self.index = None
-        if self.long_pids is not None:
-            self.long_pids.pop(addr, None)
-
-    def _count_family(self, addr: AddrKey, by: int) -> None:
-        if isinstance(addr, bytes):
-            if len(addr) == 6:
-                self.n4 += by
-            else:
-                self.n6 += by
-
-    def others(self, family: int) -> int:
-        """Slots whose address is not of ``family`` (4 or 6; 0: none are)."""
-        if family == 4:
-            return len(self.addrs) - self.n4
-        if family == 6:
-            return len(self.addrs) - self.n6
-        return 0
-
-    def stalest(self) -> int:
-        """The slot with the smallest ``seen`` (O(n); only on eviction)."""
-        seen = self.seen
-        return seen.index(min(seen))  # both loops in C
+    origin: int
+    on_change: Observer
+    changes_wanted: Callable[[], bool]
 
 
 class Store:
@@ -277,6 +100,7 @@ class Store:
         max_records: int = 1_000_000,
         max_clock_skew_ns: int = 5_000_000_000,
         tombstone_ttl_ns: int | None = None,
+        replication: Replication | None = None,
     ) -> None:
         if ttl_ns <= 0:
             raise InvalidInput("ttl must be positive")
@@ -303,15 +127,48 @@ class Store:
         # inserts; recomputed by each full sweep pass (``_pass_min``).
         self._min_seen = 1 << 62
         self._pass_min = 1 << 62
-        # v2 replication (core/gossip.py): records this node accepts first-hand carry
-        # ``local_origin`` and a fresh version for every change; those changes are queued for
-        # the replicator (``drain_changes``), and every change to a replicated record
-        # (origin != 0) is reported to ``observer(info_hash, old, new)``.
-        self.local_origin = 0
-        self.observer: Callable[[str, Record | None, Record | None], None] | None = None
+        if replication is not None:
+            _check_record(b"", replication.origin)
+        # v2 (see Replication): read on every write, so kept as plain attributes
+        self._replication = replication
+        self._origin = 0 if replication is None else replication.origin
+        self._observer = None if replication is None else replication.on_change
         self._changes: list[tuple[str, Record]] = []
-        self.changes_wanted = True  # False while nobody would hear of them (a lone node)
         self._version = 0
+
+    @property
+    def local_origin(self) -> int:
+        """The origin of the records this store accepts first-hand (0: none, a v1 store)."""
+        return self._origin
+
+    @property
+    def last_version(self) -> int:
+        """The version of this store's latest change to a record of its origin."""
+        return self._version
+
+    def copy_from(self, other: Store, *, version: int) -> None:
+        """Hold what ``other`` holds (records, tombstones, leases, completed counters), as
+        a new member preloaded with a converged cluster's state; ``version`` is this
+        store's origin's latest version among them (its next change continues from it).
+
+        Both stores must have the same bounds. This store keeps its replication, and its
+        outbox is emptied. Nothing is reported to ``on_change``: the caller gives this
+        store's replication a copy of ``other``'s digest (the simulator's preload does).
+        """
+        bounds = ("ttl_ns", "max_per_key", "max_records", "max_clock_skew_ns",
+                  "tombstone_ttl_ns")
+        if any(getattr(self, b) != getattr(other, b) for b in bounds):
+            raise InvalidInput("a store copies only a store of the same bounds")
+        if not 0 <= version <= MAX_VERSION:
+            raise InvalidInput("version must be in 0-18446744073709551615")
+        self._swarms = {ih: swarm.copy() for ih, swarm in other._swarms.items()}
+        self._live, self._tombs = other._live, other._tombs
+        self._leases = dict(other._leases)
+        self._sweep_keys = list(other._sweep_keys)
+        self._sweep_pos, self._evict_pos = other._sweep_pos, other._evict_pos
+        self._min_seen, self._pass_min = other._min_seen, other._pass_min
+        self._changes = []
+        self._version = version
 
     # -- sizes --------------------------------------------------------------------------
 
@@ -347,7 +204,7 @@ class Store:
     def _leased(self, rec: Record, now_ns: int) -> bool:
         """A live record of another member whose lease keeps it alive."""
         o = rec.origin
-        if rec.flags & FLAG_TOMBSTONE or o in (0, self.local_origin):
+        if rec.flags & FLAG_TOMBSTONE or o in (0, self._origin):
             return False
         return self._leases.get(o, 0) >= now_ns
 
@@ -373,7 +230,7 @@ class Store:
         origin's lease, so a refresh costs no traffic (docs/v2.md §2).
         """
         if origin is None:
-            origin = self.local_origin
+            origin = self._origin
         swarm = self._swarms.get(info_hash)
         if swarm is None:
             parse_info_hash(info_hash)
@@ -381,7 +238,7 @@ class Store:
         _check_record(peer_id, origin)
         seen = now_ns
         flags = FLAG_SEEDER if seeder else 0
-        local = origin != 0 and origin == self.local_origin
+        local = origin != 0 and origin == self._origin
         if swarm is not None:
             i = swarm.find(addr)
             if i is not None:  # the hot path: a refresh
@@ -389,7 +246,7 @@ class Store:
                 if prev >= seen:
                     seen = prev + 1
                 if not local:
-                    old_slot = swarm.record(i) if self.observer is not None else None
+                    old_slot = swarm.record(i) if self._observer is not None else None
                     swarm.update(i, seen, peer_id, seeder, origin)
                     rec = Record(addr, seen, peer_id, flags, origin)
                     if old_slot is not None:
@@ -440,47 +297,27 @@ class Store:
         :meth:`announce`). Anything else takes :meth:`announce` and :meth:`sample_peers`.
         """
         swarm = self._swarms.get(info_hash)
-        if swarm is not None:
-            i = swarm.find(addr)
-            if (
-                i is not None
-                and (i >= swarm.n_leech) == seeder
-                and not swarm.others(family)  # else: sample_peers filters the family
-            ):
-                meta = swarm.meta
-                o = i * _SLOT
-                n = len(peer_id)
-                origin = self.local_origin
-                if (
-                    n <= _PID_INLINE
-                    and meta[o + _HEAD - 1] == n  # an inline peer id of the same length...
-                    and meta[o + _HEAD : o + _HEAD + n] == peer_id  # ...and bytes
-                    and _ORIGIN.unpack_from(meta, o)[0] == origin
-                    # a v1 node's (origin 0) announce also resets the version
-                    and (origin or not _VERSION.unpack_from(meta, o + 4)[0])
-                ):
-                    seen = swarm.seen
-                    prev = seen[i]
-                    seen[i] = now_ns if now_ns > prev else prev + 1
-                    nl = swarm.n_leech
-                    total = len(swarm.addrs)
-                    if want <= 0:
-                        return total - nl, nl, []
-                    if swarm.min_seen >= now_ns - self.ttl_ns:
-                        if seeder:
-                            return total - nl, nl, _sample_live(swarm, want, i, True, rng)
-                        return total - nl, nl, _sample_slots(swarm.addrs, 0, total, want, i, rng)
-                    peers = self._sample_checked(
-                        swarm, now_ns, want, rng, exclude=addr, leechers_first=seeder
-                    )
-                    return total - nl, nl, peers
+        # not if the swarm holds other families than ``family``: sample_peers filters them
+        if swarm is not None and not swarm.others(family):
+            i = swarm.restamp(addr, now_ns, peer_id, seeder, self._origin)
+            if i >= 0:
+                nl = swarm.n_leech
+                total = len(swarm.addrs)
+                if want <= 0:
+                    return total - nl, nl, []
+                if swarm.min_seen >= now_ns - self.ttl_ns:
+                    if seeder:
+                        return total - nl, nl, sample_live(swarm, want, i, True, rng)
+                    return total - nl, nl, sample_slots(swarm.addrs, 0, total, want, i, rng)
+                peers = self._sample_checked(
+                    swarm, now_ns, want, rng, exclude=addr, leechers_first=seeder
+                )
+                return total - nl, nl, peers
         self.announce(info_hash, addr, now_ns, peer_id=peer_id, seeder=seeder)
         peers = self.sample_peers(
             info_hash, now_ns, want, rng, exclude=addr, leechers_first=seeder, family=family
         )
-        swarm = self._swarms.get(info_hash)
-        if swarm is None:  # not held: ignored (a full swarm of fresher providers)
-            return 0, 0, peers
+        swarm = self._swarms[info_hash]  # an announce always leaves its key held
         nl = swarm.n_leech
         return len(swarm.addrs) - nl, nl, peers
 
@@ -489,7 +326,7 @@ class Store:
     ) -> Record:
         """A provider left: write a tombstone stamped ``max(now, previous + 1)``."""
         if origin is None:
-            origin = self.local_origin
+            origin = self._origin
         parse_info_hash(info_hash)
         _check_addr(addr)
         _check_record(b"", origin)
@@ -499,8 +336,8 @@ class Store:
             old = swarm.current(addr)
             if old is not None and old.last_seen_ns >= seen:
                 seen = old.last_seen_ns + 1
-        local = origin != 0 and origin == self.local_origin
-        rec = Record(addr, seen, b"", FLAG_TOMBSTONE, origin, self._next_version() if local else 0)
+        local = origin != 0 and origin == self._origin
+        rec = tombstone_record(addr, seen, origin, self._next_version() if local else 0)
         if self._apply(info_hash, rec, now_ns) and local:
             self._change(info_hash, rec)
         return rec
@@ -542,11 +379,11 @@ class Store:
                 seen = now_ns
             flags = rec.flags & (FLAG_SEEDER | FLAG_TOMBSTONE)
             if flags & FLAG_TOMBSTONE:
-                rec = Record(rec.addr, seen, b"", FLAG_TOMBSTONE, rec.origin, rec.version)
+                rec = tombstone_record(rec.addr, seen, rec.origin, rec.version)
             elif seen != rec.last_seen_ns or flags != rec.flags:
                 rec = Record(rec.addr, seen, rec.peer_id, flags, rec.origin, rec.version)
-            if adopt and self.local_origin:
-                rec = rec._replace(origin=self.local_origin, version=0)
+            if adopt and self._origin:
+                rec = rec._replace(origin=self._origin, version=0)
                 held = self.get(info_hash, rec.addr)
                 if held is not None and (
                     order_key(held)[:4] >= order_key(rec)[:4] or self._leased(held, now_ns)
@@ -565,7 +402,7 @@ class Store:
             else:
                 replaced += 1
             changed.append(rec)
-            if adopt and self.local_origin:
+            if adopt and self._origin:
                 self._change(info_hash, rec)
         return MergeResult(inserted, replaced, ignored, changed)
 
@@ -616,8 +453,7 @@ class Store:
             return outcome
         if tomb:
             if held is not None:  # an older tombstone
-                assert swarm.tombs is not None
-                swarm.tombs[addr] = (rec.last_seen_ns, rec.origin, rec.version)
+                swarm.put_tomb(rec)
             else:
                 self._put_tomb(info_hash, swarm, rec)
             self._notify(info_hash, held, rec)
@@ -627,7 +463,7 @@ class Store:
             j = swarm.stalest()
             if swarm.seen[j] >= rec.last_seen_ns:
                 return 0
-            evicted = swarm.record(j) if self.observer is not None else None
+            evicted = swarm.record(j) if self._observer is not None else None
             swarm.delete(j)  # stalest first
             self._live -= 1
             if evicted is not None:
@@ -635,14 +471,9 @@ class Store:
         elif self._live >= self.max_records:
             self._make_room(now_ns, keep=info_hash)
         # the tombstone it supersedes (unless making room just swept it)
-        superseded: Record | None = None
-        if held is not None and swarm.tombs:
-            t = swarm.tombs.pop(addr, None)
-            if t is not None:
-                superseded = Record(addr, t[0], b"", FLAG_TOMBSTONE, t[1], t[2])
-                self._tombs -= 1
-                if not swarm.tombs:
-                    swarm.tombs = None
+        superseded = swarm.pop_tomb(addr) if held is not None else None
+        if superseded is not None:
+            self._tombs -= 1
         swarm.insert(
             addr, rec.last_seen_ns, rec.peer_id, rec.seeder, rec.origin, version=rec.version
         )
@@ -660,15 +491,13 @@ class Store:
         return self._alive(seen, origin, now_ns - self.ttl_ns, now_ns)
 
     def _put_tomb(self, info_hash: str, swarm: Swarm, rec: Record) -> None:
-        if swarm.tombs is None:
-            swarm.tombs = {}
-        tombs = swarm.tombs
-        if len(tombs) >= self.max_per_key:  # bounded like live records: stalest first
-            stale = min(tombs, key=lambda a: tombs[a][0])
-            s, o, v = tombs.pop(stale)
+        """Hold a tombstone for an address that has none."""
+        if swarm.tombs is not None and len(swarm.tombs) >= self.max_per_key:
+            # bounded like live records: stalest first
+            stale = swarm.pop_tomb(swarm.stalest_tomb())
             self._tombs -= 1
-            self._notify(info_hash, Record(stale, s, b"", FLAG_TOMBSTONE, o, v), None)
-        tombs[rec.addr] = (rec.last_seen_ns, rec.origin, rec.version)
+            self._notify(info_hash, stale, None)
+        swarm.put_tomb(rec)
         self._tombs += 1
 
     # -- v2 replication hooks -----------------------------------------------------------
@@ -678,14 +507,15 @@ class Store:
         return self._version
 
     def _notify(self, info_hash: str, old: Record | None, new: Record | None) -> None:
-        obs = self.observer
+        obs = self._observer
         if obs is None:
             return
         if (old is not None and old.origin) or (new is not None and new.origin):
             obs(info_hash, old, new)
 
     def _change(self, info_hash: str, rec: Record) -> None:
-        if not self.changes_wanted:
+        # only a store with an origin has local changes: _replication is set
+        if self._replication is None or not self._replication.changes_wanted():
             return
         changes = self._changes
         changes.append((info_hash, rec))
@@ -707,28 +537,15 @@ class Store:
             return []
         origin = swarm.origin
         out = [swarm.record(i) for i in range(len(swarm)) if origin(i)]
-        if swarm.tombs:
-            out.extend(
-                Record(a, s, b"", FLAG_TOMBSTONE, o, v)
-                for a, (s, o, v) in swarm.tombs.items()
-                if o
-            )
+        out.extend(t for t in swarm.tomb_records() if t.origin)
         return out
 
     def iter_all(self) -> Iterator[tuple[str, Record]]:
         """Every record held, tombstones included."""
         for ih in list(self._swarms):
-            for rec in self._all_of(self._swarms[ih]):
+            swarm = self._swarms[ih]
+            for rec in swarm.records() + swarm.tomb_records():
                 yield ih, rec
-
-    @staticmethod
-    def _all_of(swarm: Swarm) -> list[Record]:
-        out = [swarm.record(i) for i in range(len(swarm))]
-        if swarm.tombs:
-            out.extend(
-                Record(a, s, b"", FLAG_TOMBSTONE, o, v) for a, (s, o, v) in swarm.tombs.items()
-            )
-        return out
 
     def _make_room(self, now_ns: int, keep: str) -> None:
         """The store is full: free one record, expired first, else the stalest of a sample.
@@ -761,7 +578,7 @@ class Store:
             if sampled >= _SWEEP_SAMPLE:
                 break
         if best is not None:
-            evicted = best.record(best_i) if self.observer is not None else None
+            evicted = best.record(best_i) if self._observer is not None else None
             best.delete(best_i)
             self._live -= 1
             if evicted is not None:
@@ -826,14 +643,10 @@ class Store:
         cutoff = now_ns - self.ttl_ns
         seen = swarm.seen
         n = len(seen)
-        live: Sequence[int]
-        if swarm.min_seen >= cutoff:  # a lower bound: every slot is live
-            live = range(n)
-        elif self._leases:
-            origin = swarm.origin
-            live = [i for i in range(n) if self._alive(seen[i], origin(i), cutoff, now_ns)]
-        else:
-            live = [i for i in range(n) if seen[i] >= cutoff]
+        # min_seen is a lower bound: every slot is live; else (no lease) the stamp decides
+        live: Sequence[int] = (
+            range(n) if swarm.min_seen >= cutoff else [i for i in range(n) if seen[i] >= cutoff]
+        )
         if 0 < limit < len(live):
             # Records are built only for the ``limit`` freshest slots and those tied with the
             # last of them: lookup_rank orders by ``last_seen_ns`` first.
@@ -848,7 +661,7 @@ class Store:
 
     def _leased_records(self, swarm: Swarm, now_ns: int, limit: int) -> list[Record]:
         cutoff = now_ns - self.ttl_ns
-        leases, mine, ttl = self._leases, self.local_origin, self.ttl_ns
+        leases, mine, ttl = self._leases, self._origin, self.ttl_ns
         out: list[Record] = []
         for i in range(len(swarm)):
             rec = swarm.record(i)
@@ -869,12 +682,7 @@ class Store:
         swarm = self._swarms.get(info_hash)
         if swarm is None or not swarm.tombs:
             return []
-        cutoff = now_ns - self.tombstone_ttl_ns
-        return [
-            Record(a, s, b"", FLAG_TOMBSTONE, o, v)
-            for a, (s, o, v) in swarm.tombs.items()
-            if s >= cutoff
-        ]
+        return swarm.tomb_records(since_ns=now_ns - self.tombstone_ttl_ns)
 
     def get(self, info_hash: str, addr: AddrKey) -> Record | None:
         """The record held for one address, live, expired or tombstone."""
@@ -916,7 +724,7 @@ class Store:
         if swarm is None or want <= 0:
             return []
         others = swarm.others(family)
-        width = (6 if family == 4 else 18) if others else 0
+        width = ip_key_size(family) if others else 0
         if swarm.min_seen < now_ns - self.ttl_ns:  # some slot may be expired: check each
             return self._sample_checked(
                 swarm,
@@ -933,7 +741,7 @@ class Store:
             found = swarm.find(exclude)
             if found is not None:
                 skip = found
-        got = _sample_live(swarm, want + others, skip, leechers_first, rng)
+        got = sample_live(swarm, want + others, skip, leechers_first, rng)
         if others:
             got = [a for a in got if isinstance(a, bytes) and len(a) == width]
             del got[want:]
@@ -1037,25 +845,22 @@ class Store:
     ) -> int:
         freed = 0
         if swarm.tombs:
-            dead = [a for a, (s, _, _) in swarm.tombs.items() if s < tomb_cutoff]
-            for a in dead:
-                s, o, v = swarm.tombs.pop(a)
-                if o:
-                    self._notify(info_hash, Record(a, s, b"", FLAG_TOMBSTONE, o, v), None)
+            dead = swarm.pop_tombs_before(tomb_cutoff)
+            for tomb in dead:
+                if tomb.origin:
+                    self._notify(info_hash, tomb, None)
             self._tombs -= len(dead)
             freed += len(dead)
-            if not swarm.tombs:
-                swarm.tombs = None
         if swarm.min_seen >= cutoff:
             return freed
         seen, origin = swarm.seen, swarm.origin
-        mine = self.local_origin
+        mine = self._origin
         for i in range(len(seen) - 1, -1, -1):  # deleting i only moves already-checked slots
             if seen[i] >= cutoff:
                 continue
             o = origin(i)
             if not self._alive(seen[i], o, cutoff, now_ns):
-                keep = o != 0 and (o == mine or self.observer is not None)
+                keep = o != 0 and (o == mine or self._observer is not None)
                 old = swarm.record(i) if keep else None
                 swarm.delete(i)
                 freed += 1
@@ -1063,10 +868,8 @@ class Store:
                 if old is None:
                     continue
                 if o and o == mine:  # our own record expired: replicas learn it by a tombstone
-                    tomb = Record(
-                        old.addr, max(now_ns, old.last_seen_ns + 1), b"", FLAG_TOMBSTONE, o,
-                        self._next_version(),
-                    )
+                    seen_at = max(now_ns, old.last_seen_ns + 1)
+                    tomb = tombstone_record(old.addr, seen_at, o, self._next_version())
                     self._put_tomb(info_hash, swarm, tomb)
                     self._notify(info_hash, old, tomb)
                     self._change(info_hash, tomb)
@@ -1081,85 +884,7 @@ class Store:
 
     def snapshot(self) -> dict[tuple[str, AddrKey], Record]:
         """Every record held, tombstones included (tests and debugging)."""
-        out: dict[tuple[str, AddrKey], Record] = {}
-        for ih, swarm in self._swarms.items():
-            for i in range(len(swarm)):
-                out[ih, swarm.addrs[i]] = swarm.record(i)
-            if swarm.tombs:
-                for a, (s, o, v) in swarm.tombs.items():
-                    out[ih, a] = Record(a, s, b"", FLAG_TOMBSTONE, o, v)
-        return out
-
-    def iter_records(self) -> Iterator[tuple[str, Record]]:
-        for ih, swarm in self._swarms.items():
-            for i in range(len(swarm)):
-                yield ih, swarm.record(i)
-
-
-def _sample_live(
-    swarm: Swarm, want: int, skip: int, leechers_first: bool, rng: random.Random
-) -> list[AddrKey]:
-    """Up to ``want`` slots of a swarm with no expired slot, never slot ``skip`` (-1: none);
-    leechers before seeders with ``leechers_first``."""
-    addrs = swarm.addrs
-    n = len(addrs)
-    if not leechers_first:
-        return _sample_slots(addrs, 0, n, want, skip, rng)
-    nl = swarm.n_leech
-    got = _sample_slots(addrs, 0, nl, want, skip, rng)
-    if len(got) < want:
-        got += _sample_slots(addrs, nl, n, want - len(got), skip, rng)
-    return got
-
-
-def _sample_slots(  # noqa: PLR0917  (positional: the tracker's hot path)
-    addrs: list[AddrKey],
-    lo: int,
-    hi: int,
-    want: int,
-    skip: int,
-    rng: random.Random,
-) -> list[AddrKey]:
-    """Up to ``want`` of ``addrs[lo:hi]``, never slot ``skip`` (-1: none), all live: slices only.
-
-    Slots ``start + j * step`` (mod the range's size) for ``j < take``, from a random start
-    with a random stride such that they never wrap past the start (``take * step <= size``),
-    so no slot is taken twice; a range that fits whole is rotated to a random start instead.
-    ``take`` has one spare when ``skip`` lies in the range, and the position of ``skip`` in
-    the result is arithmetic, not a search. ``rng.random()`` rather than ``randrange``: a
-    third of the cost, and its bias at these sizes is far below 2^-40.
-    """
-    size = hi - lo
-    if size <= 0:
-        return []
-    if not lo <= skip < hi:
-        skip = -1
-    take = want + 1 if skip >= 0 else want
-    rand = rng.random
-    start = int(rand() * size)
-    first = lo + start
-    if size <= take:
-        step = 1
-        got = addrs[first:hi]
-        got += addrs[lo:first]
-    else:
-        step = int(rand() * (size // take)) + 1
-        end = first + take * step  # each slice is cut to length: no list is built twice
-        if end <= hi:
-            got = addrs[first:end:step]
-        else:
-            got = addrs[first:hi:step]
-            wrapped = first + len(got) * step - size
-            got += addrs[wrapped : wrapped + (take - len(got)) * step : step]
-    if skip >= 0:
-        offset = (skip - lo - start) % size
-        if offset % step == 0 and offset // step < len(got):
-            del got[offset // step]
-    del got[want:]
-    return got
-
-
-_V4_MAPPED = bytes(10) + b"\xff\xff"
+        return {(ih, rec.addr): rec for ih, rec in self.iter_all()}
 
 
 def lookup_rank(r: Record) -> tuple[int, int, bytes, int, bool, AddrKey]:
@@ -1174,11 +899,9 @@ def _check_addr(addr: object) -> None:
     An 18-byte key of an IPv4-mapped address is refused: that peer's key is the 6-byte one
     (keys.ip_port_key), and two keys for one peer would list it twice.
     """
-    if isinstance(addr, bytes):
-        n = len(addr)
-        if (n == 6 or (n == 18 and addr[:12] != _V4_MAPPED)) and addr[-2:] != b"\x00\x00":
-            return
-    elif isinstance(addr, str) and addr and parse_addr(addr) == addr:
+    if is_ip_key(addr):
+        return
+    if isinstance(addr, str) and addr and parse_addr(addr) == addr:
         return
     raise InvalidInput("addr must be host:port with a port in 1-65535")
 
@@ -1194,4 +917,11 @@ def _check_record(peer_id: bytes, origin: int, version: int = 0) -> None:
         raise InvalidInput("version must be in 0-18446744073709551615")
 
 
-__all__: Sequence[str] = ("Counts", "MergeResult", "Store", "Swarm", "lookup_rank")
+__all__: Sequence[str] = (
+    "Counts",
+    "MergeResult",
+    "Observer",
+    "Replication",
+    "Store",
+    "lookup_rank",
+)

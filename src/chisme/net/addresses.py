@@ -7,7 +7,7 @@ from __future__ import annotations
 import socket
 from typing import Final
 
-from chisme.core.keys import V4_MAPPED_PREFIX
+from chisme.core.keys import unmap_ipv4
 
 _MAX_CACHED_IPS: Final = 65_536
 
@@ -18,7 +18,7 @@ def pack_ip(ip: str) -> bytes | None:
     try:
         if ":" in ip:
             packed = socket.inet_pton(socket.AF_INET6, ip.split("%", 1)[0])
-            return packed[12:] if packed[:12] == V4_MAPPED_PREFIX else packed
+            return unmap_ipv4(packed)
         return socket.inet_pton(socket.AF_INET, ip)
     except (OSError, ValueError):
         return None

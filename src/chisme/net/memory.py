@@ -35,8 +35,8 @@ import selectors
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from chisme.core.cluster import SwimPacket
 from chisme.core.records import Record
+from chisme.core.replication.engine import SwimPacket
 from chisme.net.errors import peer_errors
 from chisme.net.transport import Endpoint
 from chisme.wire import v1, v2

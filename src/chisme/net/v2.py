@@ -1,10 +1,11 @@
 """v2 node-to-node I/O: UDP datagrams and persistent, framed TCP streams (docs/v2.md).
 
-The engine (:mod:`chisme.core.cluster`, driven by :mod:`chisme.cluster.v2`) decides what to
-send; this shell only moves it: unreliable messages go out as one datagram from the node
-port; reliable ones go on one persistent TCP stream per peer (dialed on first use, or the
-peer's own inbound stream), after a handshake that refuses another cluster. Every queue is
-bounded; every dial has a deadline; nothing a peer sends can raise out of a callback.
+The engine (:mod:`chisme.core.replication.engine`, driven by :mod:`chisme.cluster.v2`) decides
+what to send; this shell only moves it:
+unreliable messages go out as one datagram from the node port; reliable ones go on one
+persistent TCP stream per peer (dialed on first use, or the peer's own inbound stream),
+after a handshake that refuses another cluster. Every queue is bounded; every dial has a
+deadline; nothing a peer sends can raise out of a callback.
 """
 
 from __future__ import annotations

@@ -34,11 +34,11 @@ from chisme.cluster.role import ClusterRole
 from chisme.cluster.v1 import V1Role
 from chisme.cluster.v2 import V2Role
 from chisme.config import Config
-from chisme.core.cluster import ClusterConfig
 from chisme.core.records import Provider, Record
-from chisme.core.store import Store
+from chisme.core.replication import ClusterConfig
+from chisme.core.store import Replication, Store
 from chisme.core.swim import SwimConfig
-from chisme.errors import ConfigError
+from chisme.errors import ChismeError, ConfigError
 from chisme.frontends.api import ApiServer
 from chisme.frontends.http_tracker import HttpTracker
 from chisme.frontends.node_port import NodePortHandler
@@ -56,6 +56,7 @@ from chisme.service.providers import ProviderService
 from chisme.service.tracker import TrackerService
 from chisme.tracker.access import AccessList
 from chisme.wire import v2
+from chisme.wire.v1 import Message
 
 log = logging.getLogger("chisme.node")
 
@@ -96,13 +97,7 @@ class Node:
         self.rng = rng or random.Random()
         self.node_id = cfg.node_id or secrets.token_hex(8)
         self.member_id = self.node_id
-        self.store = Store(
-            cfg.ttl_ns,
-            max_per_key=cfg.max_per_key,
-            max_records=cfg.max_records,
-            max_clock_skew_ns=cfg.max_clock_skew_ns,
-            tombstone_ttl_ns=cfg.tombstone_ttl_ns,
-        )
+        self.store = self._new_store()  # v2: the cluster engine builds the node's store
         self.metrics = Metrics()
         self.metrics.watch_store(
             lambda: self.store.num_records,
@@ -116,6 +111,17 @@ class Node:
         self._stack: contextlib.AsyncExitStack | None = None
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self._tickers: list[asyncio.Task[None]] = []
+
+    def _new_store(self, replication: Replication | None = None) -> Store:
+        cfg = self.config
+        return Store(
+            cfg.ttl_ns,
+            max_per_key=cfg.max_per_key,
+            max_records=cfg.max_records,
+            max_clock_skew_ns=cfg.max_clock_skew_ns,
+            tombstone_ttl_ns=cfg.tombstone_ttl_ns,
+            replication=replication,
+        )
 
     # -- the provider service, for applications (the README's library example) -----------
 
@@ -205,6 +211,7 @@ class Node:
             self._closers.append(self._given.close)
         self.transport = transport
         self.role = self._make_role(transport)
+        self.store = self.role.store
         self.overlay = Overlay(
             asker, self.role.fanout, self.role.has_fanout, fanout=cfg.lookup_fanout,
             rng=self.rng, self_addr=lambda: self.node_address, metrics=self.metrics,
@@ -252,7 +259,7 @@ class Node:
         if cfg.protocol == "v2":
             hooks = {"v2_magic": v2.PREFACE, "upgrade": self._upgrade}
         server = tcp.NodePortServer(
-            _Deferred(lambda: self.node_port),
+            _Deferred(self),
             max_bytes=cfg.max_message_bytes,
             read_timeout_s=cfg.read_timeout_s,
             max_connections=cfg.max_connections,
@@ -288,7 +295,11 @@ class Node:
         return sockets
 
     def _deliver(self, src: str, msg: object) -> None:
-        self.role.deliver(src, msg)  # the role is made after the port is bound
+        # the role is made once the port is bound (a v2 member is named by its address): a
+        # datagram that arrives in between is dropped, as a lost one would be
+        role = getattr(self, "role", None)
+        if role is not None:
+            role.deliver(src, msg)
 
     def _upgrade(self, transport: asyncio.Transport, data: bytes) -> asyncio.Protocol:
         assert self._v2 is not None
@@ -310,7 +321,7 @@ class Node:
         if self._given is not None:
             self.member_id = f"{self.node_id}.{self.clock.wall_ns() & 0xFFFFFFFF:08x}"
         return V2Role(
-            self.store, transport, self.clock, self.rng, NodeObserver(self.metrics),
+            self._new_store, transport, self.clock, self.rng, NodeObserver(self.metrics),
             member_id=self.member_id, addr=self.node_address, seeds=cfg.peers,
             config=ClusterConfig(swim=_SWIM[cfg.membership]()), v1_peers=list(cfg.v1_peers),
             v1_interval_s=cfg.gossip_interval_s, v1_jitter=cfg.gossip_jitter,
@@ -412,16 +423,20 @@ class Node:
 
 class _Deferred:
     """The node port's handler, looked up per message: the port is bound before the cluster
-    role exists (a v2 member is named by the address the port got)."""
+    role exists (a v2 member is named by the address the port got); a message in between
+    is refused with a reason, not lost."""
 
-    def __init__(self, get: Callable[[], NodePortHandler]) -> None:
-        self.get = get
+    def __init__(self, node: Node) -> None:
+        self.node = node
 
-    def handle_v1(self, msg: Any, peer: str, size: int = 0) -> bytes | None:
-        return self.get().handle_v1(msg, peer, size)
+    def handle_v1(self, msg: Message, peer: str, size: int = 0) -> bytes | None:
+        handler: NodePortHandler | None = getattr(self.node, "node_port", None)
+        if handler is None:
+            raise ChismeError("the node is starting: try again")
+        return handler.handle_v1(msg, peer, size)
 
     def reject(self, surface: str, reason: str) -> None:
-        self.get().reject(surface, reason)
+        self.node.metrics.reject(surface, reason)
 
 
 def _hostport(addr: tuple[str, int]) -> str:

@@ -17,23 +17,29 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Sequence
 from typing import Annotated, Any
 
 import msgspec
 
-from chisme.core import gossip as g
 from chisme.core import swim as m
-from chisme.core.cluster import SwimPacket
-from chisme.core.keys import AddrKey, parse_addr, parse_info_hash
+from chisme.core.keys import (
+    IPV6_KEY_SIZE,
+    AddrKey,
+    is_ip_key,
+    is_ipv4_mapped,
+    parse_addr,
+    parse_info_hash,
+)
 from chisme.core.records import FLAG_SEEDER, FLAG_TOMBSTONE, MAX_PEER_ID_BYTES, Record
+from chisme.core.replication import messages as rep
+from chisme.core.replication.digest import BUCKETS, GROUPS
+from chisme.core.replication.engine import SwimPacket
 from chisme.errors import InvalidInput, MessageTooLarge, WireError
 
 PREFACE = b"\x00chisme\x02"
 VERSION = 2
 MAX_DATAGRAM_BYTES = 1400
 _LEN = struct.Struct(">I")
-_V4_MAPPED = b"\x00" * 10 + b"\xff\xff"
 
 U64 = Annotated[int, msgspec.Meta(ge=0)]  # msgpack ints stop at 2**64 - 1
 I64 = int  # msgpack ints are 64-bit by construction
@@ -147,17 +153,17 @@ class _SyncOk(msgspec.Struct, array_like=True, tag=4):
 
 class _SyncGroups(msgspec.Struct, array_like=True, tag=5):
     sync_id: U32
-    hashes: Annotated[list[U64], msgspec.Meta(max_length=g.GROUPS)]
+    hashes: Annotated[list[U64], msgspec.Meta(max_length=GROUPS)]
 
 
 class _SyncBuckets(msgspec.Struct, array_like=True, tag=6):
     sync_id: U32
-    buckets: Annotated[list[tuple[U32, U64]], msgspec.Meta(max_length=g.BUCKETS)]
+    buckets: Annotated[list[tuple[U32, U64]], msgspec.Meta(max_length=BUCKETS)]
 
 
 class _Delta(msgspec.Struct, array_like=True, tag=7):
     sync_id: U32
-    buckets: Annotated[list[U32], msgspec.Meta(max_length=g.BUCKETS)]
+    buckets: Annotated[list[U32], msgspec.Meta(max_length=BUCKETS)]
     items: list[_Rec]
     reply: bool
     counters: list[_Counter] = []
@@ -244,7 +250,7 @@ def _rec_out(info_hash: str, r: Record) -> _Rec:
     return _Rec(info_hash, b"", r.addr, r.last_seen_ns, r.peer_id, r.flags, r.origin, r.version)
 
 
-def _rec_in(w: _Rec) -> g.ItemRecord:
+def _rec_in(w: _Rec) -> rep.ItemRecord:
     try:
         parse_info_hash(w.info_hash)
         addr: AddrKey
@@ -252,10 +258,11 @@ def _rec_in(w: _Rec) -> g.ItemRecord:
             addr = parse_addr(w.name)
             if addr != w.name:
                 raise InvalidInput("addr name is not canonical")
-        elif len(w.ip) in (6, 18) and w.ip[-2:] != b"\x00\x00":
+        elif is_ip_key(w.ip):
             addr = w.ip
-            if addr[:12] == _V4_MAPPED:  # the store keys such a peer on its 6-byte form
-                raise InvalidInput("addr is not canonical (IPv4-mapped IPv6)")
+        elif len(w.ip) == IPV6_KEY_SIZE and is_ipv4_mapped(w.ip) and w.ip[-2:] != b"\x00\x00":
+            # the store keys such a peer on its IPv4 key
+            raise InvalidInput("addr is not canonical (IPv4-mapped IPv6)")
         else:
             raise InvalidInput("addr must be 6 or 18 bytes with a port")
     except InvalidInput as e:
@@ -267,7 +274,7 @@ def _rec_in(w: _Rec) -> g.ItemRecord:
     return w.info_hash, Record(addr, w.last_seen_ns, w.peer_id, w.flags, w.origin, w.version)
 
 
-def _counters_in(counters: list[tuple[str, str, int]]) -> tuple[g.Counter, ...]:
+def _counters_in(counters: list[tuple[str, str, int]]) -> tuple[rep.Counter, ...]:
     for info_hash, node_id, _ in counters:
         try:
             parse_info_hash(info_hash)
@@ -289,17 +296,17 @@ def to_wire(msg: object) -> Any:
     """The wire schema object of a domain message."""
     if isinstance(msg, SwimPacket):
         return _Swim(_swim_out(msg.msg), [_update_out(u) for u in msg.piggyback])
-    if isinstance(msg, g.Rumors):
+    if isinstance(msg, rep.Rumors):
         return _Rumors([_rec_out(ih, r) for ih, r in msg.items], list(msg.counters))
-    if isinstance(msg, g.SyncRoot):
+    if isinstance(msg, rep.SyncRoot):
         return _SyncRoot(msg.sync_id, msg.root, msg.size)
-    if isinstance(msg, g.SyncOk):
+    if isinstance(msg, rep.SyncOk):
         return _SyncOk(msg.sync_id)
-    if isinstance(msg, g.SyncGroups):
+    if isinstance(msg, rep.SyncGroups):
         return _SyncGroups(msg.sync_id, list(msg.hashes))
-    if isinstance(msg, g.SyncBuckets):
+    if isinstance(msg, rep.SyncBuckets):
         return _SyncBuckets(msg.sync_id, list(msg.buckets))
-    if isinstance(msg, g.Delta):
+    if isinstance(msg, rep.Delta):
         items = [_rec_out(ih, r) for ih, r in msg.items]
         return _Delta(msg.sync_id, list(msg.buckets), items, msg.reply, list(msg.counters))
     if isinstance(msg, Hello | Error):
@@ -312,18 +319,18 @@ def from_wire(w: Any) -> object:
     if isinstance(w, _Swim):
         return SwimPacket(_swim_in(w.msg), tuple(_update_in(u) for u in w.piggyback))
     if isinstance(w, _Rumors):
-        return g.Rumors(tuple(_rec_in(r) for r in w.items), _counters_in(w.counters))
+        return rep.Rumors(tuple(_rec_in(r) for r in w.items), _counters_in(w.counters))
     if isinstance(w, _SyncRoot):
-        return g.SyncRoot(w.sync_id, w.root, w.count)
+        return rep.SyncRoot(w.sync_id, w.root, w.count)
     if isinstance(w, _SyncOk):
-        return g.SyncOk(w.sync_id)
+        return rep.SyncOk(w.sync_id)
     if isinstance(w, _SyncGroups):
-        return g.SyncGroups(w.sync_id, tuple(w.hashes))
+        return rep.SyncGroups(w.sync_id, tuple(w.hashes))
     if isinstance(w, _SyncBuckets):
-        return g.SyncBuckets(w.sync_id, tuple((b, h) for b, h in w.buckets))
+        return rep.SyncBuckets(w.sync_id, tuple((b, h) for b, h in w.buckets))
     if isinstance(w, _Delta):
         items = tuple(_rec_in(r) for r in w.items)
-        return g.Delta(w.sync_id, tuple(w.buckets), items, w.reply, _counters_in(w.counters))
+        return rep.Delta(w.sync_id, tuple(w.buckets), items, w.reply, _counters_in(w.counters))
     return w  # Hello, Error
 
 
@@ -404,7 +411,3 @@ class FrameReader:
         if pos:
             del buf[:pos]
         return out
-
-
-def encoded_size(msgs: Sequence[object]) -> int:
-    return sum(len(encode(x)) for x in msgs)

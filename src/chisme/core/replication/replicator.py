@@ -1,105 +1,58 @@
-"""Replication between chisme nodes (v2): origin leases, rumors, and digest anti-entropy.
+"""Replication between chisme members (v2): origin leases, rumors, and digest anti-entropy.
 
 Pure and sans-I/O: :class:`Replicator` reads ``now_ns`` and an ``rng`` from its caller and
-returns :class:`Out` messages for the shell (or the simulator) to deliver. docs/v2.md has
-the design; in short:
+returns :class:`~chisme.core.replication.messages.Out` messages for the shell (or the
+simulator) to deliver. docs/v2.md has the design; in short:
 
 - the *origin* of a record (the node that accepted it first-hand) versions its changes;
   silent refreshes cost nothing; replicas keep an origin's records while it is alive
   (:meth:`Replicator.renew_leases`), and the origin tombstones what its own TTL expires;
 - a change is *rumored* to a few random members, each change a bounded number of times
   (memberlist's transmit-limited queue);
-- once per ``sync_interval_ns`` a node compares a two-level XOR digest with one random member
-  and exchanges only the records of the buckets that differ (Merkle-style anti-entropy,
-  research/gossip.md §6), so an idle cluster exchanges a root hash and little else.
+- once per ``sync_interval_ns`` a node compares a two-level XOR digest
+  (:mod:`~chisme.core.replication.digest`) with one random member and exchanges only the
+  records of the buckets that differ (Merkle-style anti-entropy, research/gossip.md §6), so
+  an idle cluster exchanges a root hash and little else.
 """
 
 from __future__ import annotations
 
-import hashlib
 import random
-import struct
-import zlib
-from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 from chisme.core.broadcast import TransmitLimitedQueue
 from chisme.core.keys import AddrKey
 from chisme.core.records import Record, order_key
+from chisme.core.replication.digest import BUCKETS, GROUPS, PER_GROUP, Digest
+from chisme.core.replication.messages import (
+    Counter,
+    Delta,
+    ItemRecord,
+    Out,
+    Rumors,
+    SyncBuckets,
+    SyncGroups,
+    SyncOk,
+    SyncRoot,
+    record_size,
+)
 from chisme.core.store import Store
-
-BUCKETS = 4096
-GROUPS = 64
-PER_GROUP = BUCKETS // GROUPS
-ItemRecord = tuple[str, Record]
-"""One replicated record: (info hash, record)."""
-
-
-# -- messages (primitive fields: wire/v2.py encodes them) ---------------------------------
-
-
-Counter = tuple[str, str, int]
-"""A BitTorrent ``completed`` counter: (info hash, node id that counted, count); max wins."""
-
-
-class Rumors(NamedTuple):
-    """Fresh changes, pushed to a few random members (unreliable datagram)."""
-
-    items: tuple[ItemRecord, ...]
-    counters: tuple[Counter, ...] = ()
-
-
-class SyncRoot(NamedTuple):
-    sync_id: int
-    root: int
-    size: int  # records in the digest
-
-
-class SyncOk(NamedTuple):
-    sync_id: int
-
-
-class SyncGroups(NamedTuple):
-    sync_id: int
-    hashes: tuple[int, ...]  # GROUPS group hashes
-
-
-class SyncBuckets(NamedTuple):
-    sync_id: int
-    buckets: tuple[tuple[int, int], ...]  # (bucket, hash) for every bucket of differing groups
-
-
-class Delta(NamedTuple):
-    sync_id: int
-    buckets: tuple[int, ...]  # the buckets this delta covers
-    items: tuple[ItemRecord, ...]
-    reply: bool  # True: the receiver answers with what the sender lacks
-    counters: tuple[Counter, ...] = ()  # the download counters of the keys covered
-
-
-SyncMessage = SyncRoot | SyncOk | SyncGroups | SyncBuckets | Delta
-
-
-class Out(NamedTuple):
-    """A message for the shell to send: reliable (TCP stream) or not (UDP datagram)."""
-
-    to: str
-    msg: object
-    reliable: bool
 
 
 class PeerView(Protocol):
     """What replication needs from membership."""
 
-    def random_alive(self, k: int, exclude: Sequence[str] = ()) -> list[str]: ...
+    def random_alive(self, k: int) -> list[str]: ...
 
     def num_alive(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
-class GossipConfig:
+class ReplicationConfig:
+    """Rumors (gossip_*, retransmit_mult, max_datagram_bytes) and anti-entropy (sync_*)."""
+
     gossip_interval_ns: int = 200_000_000
     gossip_nodes: int = 3
     retransmit_mult: int = 4
@@ -114,65 +67,6 @@ class GossipConfig:
     sync_burst_ns: int = 100_000_000
 
 
-def plan_full_push(
-    store: Store, peers: Sequence[str], now_ns: int
-) -> list[tuple[str, list[Record], list[Record]]]:
-    """The seed design's gossip round (v1): every live key's providers, for every peer.
-
-    Returns ``(info_hash, live records, tombstones)``; the shell sends each to each of
-    ``peers`` as a v1 ``gossip`` message (tombstones in chisme's ``removed`` extension).
-    O(keys x providers x peers) bytes per round, whatever changed: what v2 replaces.
-    """
-    if not peers:
-        return []
-    out: list[tuple[str, list[Record], list[Record]]] = []
-    for info_hash in store.keys():
-        records = store.live_records(info_hash, now_ns)
-        tombs = store.tombstones(info_hash, now_ns)
-        if records or tombs:
-            out.append((info_hash, records, tombs))
-    return out
-
-
-# -- hashing: the same numbers on every node ------------------------------------------
-
-
-def origin_id(member_id: str) -> int:
-    """The 32-bit origin number of a member id (non-zero; the same on every node).
-
-    32 bits keep the store's per-record origin at 4 bytes; two members of a 1,000-node
-    cluster share a number with probability ~1e-4 (their records would share a lease).
-    """
-    h = int.from_bytes(hashlib.blake2b(member_id.encode(), digest_size=4).digest(), "big")
-    return h or 1
-
-
-def bucket_of(info_hash: str) -> int:
-    """The digest bucket of a key: every record of a key is in one bucket. CRC-32 (in C,
-    the same on every node) spreads keys well enough; the record hash below is the strong one.
-    """
-    return zlib.crc32(info_hash.encode()) % BUCKETS
-
-
-_IDS = struct.Struct(">IQ")
-
-
-def record_hash(info_hash: str, rec: Record) -> int:
-    """What two replicas must agree on for a record: its identity and origin version.
-
-    BLAKE2b, not a CRC: the digest XORs record hashes, and a linear hash would let different
-    sets of records XOR to the same value.
-    """
-    addr = rec.addr if isinstance(rec.addr, bytes) else rec.addr.encode()
-    data = b"".join((info_hash.encode(), b"\x00", addr, _IDS.pack(rec.origin, rec.version)))
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
-
-
-def record_size(info_hash: str, rec: Record) -> int:
-    """A close estimate of a record's encoded size, for byte budgets."""
-    return len(info_hash) + len(rec.addr) + len(rec.peer_id) + 32
-
-
 def _newer_version(mine: Record, theirs: Record | None) -> bool:
     """Whether a peer that holds ``theirs`` lacks ``mine``: another origin version that wins
     the merge order (the same version with an older stamp is the same replica)."""
@@ -183,52 +77,27 @@ def _newer_version(mine: Record, theirs: Record | None) -> bool:
     return order_key(mine) > order_key(theirs)
 
 
-class Digest:
-    """Two-level XOR digest of the replicated records, kept incrementally."""
-
-    def __init__(self) -> None:
-        self.buckets = array("Q", bytes(8 * BUCKETS))
-        self.groups = array("Q", bytes(8 * GROUPS))
-        self.root = 0
-        self.count = 0
-        self.keys: list[set[str]] = [set() for _ in range(BUCKETS)]
-
-    def toggle(self, info_hash: str, rec: Record, sign: int) -> None:
-        b = bucket_of(info_hash)
-        h = record_hash(info_hash, rec)
-        self.buckets[b] ^= h
-        self.groups[b // PER_GROUP] ^= h
-        self.root ^= h
-        self.count += sign
-        if sign > 0:
-            self.keys[b].add(info_hash)
-
-    def on_change(self, info_hash: str, old: Record | None, new: Record | None) -> None:
-        """The store's observer: a replicated record appeared, changed or went away."""
-        if old is not None and old.origin:
-            self.toggle(info_hash, old, -1)
-        if new is not None and new.origin:
-            self.toggle(info_hash, new, +1)
-
 
 class Replicator:
-    """Replicates a node's store with its cluster (see the module docstring)."""
+    """Replicates a node's store with its cluster (see the module docstring).
+
+    ``digest`` is the one ``store`` reports its changes to (its
+    :class:`~chisme.core.store.Replication`'s ``on_change``), from its first record on.
+    """
 
     def __init__(
         self,
         store: Store,
+        digest: Digest,
         view: PeerView,
-        config: GossipConfig,
+        config: ReplicationConfig,
         rng: random.Random,
     ) -> None:
         self.store = store
         self.view = view
         self.config = config
         self.rng = rng
-        self.digest = Digest()
-        store.observer = self.digest.on_change
-        for info_hash, rec in store.iter_all():
-            self.digest.on_change(info_hash, None, rec)
+        self.digest = digest
         # bounded: past it the most-sent rumors go first, and anti-entropy repairs the rest
         self.rumors: TransmitLimitedQueue[ItemRecord] = TransmitLimitedQueue(
             config.retransmit_mult, max_items=16384
@@ -257,7 +126,7 @@ class Replicator:
         for info_hash, rec in changes:
             addr = rec.addr
             key = info_hash + "\x00" + (addr.hex() if isinstance(addr, bytes) else addr)
-            queue(key, (info_hash, rec), len(info_hash) + len(addr) + len(rec.peer_id) + 32)
+            queue(key, (info_hash, rec), record_size(info_hash, rec))
 
     # -- time -----------------------------------------------------------------------------
 
@@ -473,3 +342,6 @@ class Replicator:
         for origin in alive_origins:
             if origin != self.store.local_origin:
                 self.store.set_lease(origin, until)
+
+
+__all__: Sequence[str] = ("PeerView", "ReplicationConfig", "Replicator")

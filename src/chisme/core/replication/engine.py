@@ -1,14 +1,18 @@
 """A node's duties to its cluster (v2), as one sans-I/O engine: membership + replication.
 
 :class:`ClusterEngine` composes SWIM membership (:mod:`chisme.core.swim`) and record
-replication (:mod:`chisme.core.gossip`) over one store. The node shell and the simulator
-drive it the same way::
+replication (:class:`~chisme.core.replication.replicator.Replicator`) over one store. The node
+shell and the simulator drive it the same way::
 
-    engine = ClusterEngine(member_id, "10.0.0.5:7070", store, rng=rng, seeds=[...])
+    engine = ClusterEngine(member_id, "10.0.0.5:7070", make_store, rng=rng, seeds=[...])
     send_all(engine.start(wall_ns, mono_ns))
     loop:
         on a message from a peer:        send_all(engine.on_message(src, msg, wall, mono))
         when mono >= engine.next_deadline_ns():   send_all(engine.tick(wall, mono))
+
+The engine builds its store: ``make_store(replication)`` is called once, and must pass the
+:class:`~chisme.core.store.Replication` it is given to the :class:`Store` it returns (it ties
+the store to the engine's digest, origin and membership).
 
 Two clocks: ``wall_ns`` stamps records (last_seen is wall time, WIRE.md); ``mono_ns`` drives
 timers (probes, suspicion), which must not jump with the wall clock.
@@ -17,12 +21,15 @@ timers (probes, suspicion), which must not jump with the wall clock.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from chisme.core.gossip import GossipConfig, Out, Replicator, origin_id
-from chisme.core.store import Store
+from chisme.core.replication.digest import Digest
+from chisme.core.replication.messages import Out
+from chisme.core.replication.origins import origin_id
+from chisme.core.replication.replicator import ReplicationConfig, Replicator
+from chisme.core.store import Replication, Store
 from chisme.core.swim import (
     NEVER_NS,
     Member,
@@ -37,6 +44,7 @@ from chisme.core.swim import (
     SwimConfig,
     Update,
 )
+from chisme.errors import InvalidInput
 
 
 class SwimPacket(NamedTuple):
@@ -49,7 +57,7 @@ class SwimPacket(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class ClusterConfig:
     swim: SwimConfig = field(default_factory=SwimConfig.lan)
-    gossip: GossipConfig = field(default_factory=GossipConfig)
+    replication: ReplicationConfig = field(default_factory=ReplicationConfig)
     lease_renew_ns: int = 1_000_000_000  # how often live origins' leases are pushed forward
 
 
@@ -59,7 +67,7 @@ class _View:
     def __init__(self, membership: Membership) -> None:
         self.m = membership
 
-    def random_alive(self, k: int, exclude: Sequence[str] = ()) -> list[str]:
+    def random_alive(self, k: int) -> list[str]:
         return [member.addr for member in self.m.random_alive(k)]
 
     def num_alive(self) -> int:
@@ -73,7 +81,7 @@ class ClusterEngine:
         self,
         member_id: str,
         addr: str,
-        store: Store,
+        make_store: Callable[[Replication], Store],
         *,
         config: ClusterConfig = ClusterConfig(),
         rng: random.Random,
@@ -81,12 +89,17 @@ class ClusterEngine:
     ) -> None:
         self.member_id = member_id
         self.addr = addr
-        self.store = store
         self.config = config
         self.origin = origin_id(member_id)
-        store.local_origin = self.origin
         self.membership = Membership(member_id, addr, config.swim, rng, seeds)
-        self.replicator = Replicator(store, _View(self.membership), config.gossip, rng)
+        digest = Digest()  # first: the store reports to it from its first record on
+        # alone, nobody would hear of local changes (a member that joins later gets them by
+        # anti-entropy): the store queues none, the digest is kept as ever
+        self.store = make_store(Replication(self.origin, digest.on_change, self._not_alone))
+        if self.store.local_origin != self.origin:
+            raise InvalidInput("make_store must build the store with the replication it gets")
+        view = _View(self.membership)
+        self.replicator = Replicator(self.store, digest, view, config.replication, rng)
         self._origins: dict[str, int] = {}
         # origins of alive and suspect members by id, kept up to date from membership events
         self._live: dict[str, int] | None = None
@@ -125,9 +138,6 @@ class ClusterEngine:
             every = min(self.config.lease_renew_ns, self.store.ttl_ns // 4)
             self._next_lease_ns = mono_ns + every
             self.replicator.renew_leases(self._live_origins(), wall_ns)
-        # alone, nobody would hear of local changes (a member that joins later gets them by
-        # anti-entropy): the store stops queueing them, the digest is kept as ever
-        self.store.changes_wanted = self.membership.num_alive() > 1
         out.extend(self.replicator.tick(wall_ns, mono_ns))
         return out
 
@@ -137,7 +147,6 @@ class ClusterEngine:
             out = self._outs(self.membership.on_message(msg.msg, msg.piggyback, mono_ns))
             out.extend(self._meet(msg.msg, mono_ns))
             self._take_events()
-            self.store.changes_wanted = self.membership.num_alive() > 1
             return out
         return self.replicator.on_message(src, msg, wall_ns, mono_ns)
 
@@ -153,6 +162,9 @@ class ClusterEngine:
         return [m.addr for m in self.membership.members() if m.state == MemberState.ALIVE]
 
     # -- internals ------------------------------------------------------------------------
+
+    def _not_alone(self) -> bool:
+        return self.membership.num_alive() > 1
 
     def _outs(self, sends: list[Send]) -> list[Out]:
         return [
@@ -236,3 +248,6 @@ class ClusterEngine:
                 self._origins.clear()
             o = self._origins[node_id] = origin_id(node_id)
         return o
+
+
+__all__: Sequence[str] = ("ClusterConfig", "ClusterEngine", "SwimPacket")

@@ -9,17 +9,31 @@ from __future__ import annotations
 import heapq
 import random
 
-from chisme.core.cluster import ClusterConfig, ClusterEngine
-from chisme.core.gossip import GossipConfig, Out, SyncOk, SyncRoot
+import pytest
+
 from chisme.core.keys import parse_addr
 from chisme.core.records import Record
-from chisme.core.store import Store
+from chisme.core.replication import (
+    ClusterConfig,
+    ClusterEngine,
+    Out,
+    ReplicationConfig,
+    SyncOk,
+    SyncRoot,
+    record_hash,
+)
+from chisme.core.store import Replication, Store
 from chisme.core.swim import MemberState, SwimConfig
+from chisme.errors import InvalidInput
 from chisme.wire import v2
 
 S = 1_000_000_000
 WALL0 = 1_790_000_000 * S
 TTL = 30 * S
+
+
+def _store(replication: Replication) -> Store:
+    return Store(TTL, tombstone_ttl_ns=2 * TTL, replication=replication)
 
 
 class Net:
@@ -31,12 +45,11 @@ class Net:
         self.engines: dict[str, ClusterEngine] = {}
         self.down: set[str] = set()
         self.sent: list[tuple[str, object]] = []
-        cfg = ClusterConfig(swim=SwimConfig.local(), gossip=GossipConfig())
+        cfg = ClusterConfig(swim=SwimConfig.local(), replication=ReplicationConfig())
         addrs = [f"127.0.0.{i + 1}:7070" for i in range(n)]
         for i, addr in enumerate(addrs):
-            store = Store(TTL, tombstone_ttl_ns=2 * TTL)
             eng = ClusterEngine(
-                f"node{i}", addr, store, config=cfg, rng=random.Random(seed * 100 + i),
+                f"node{i}", addr, _store, config=cfg, rng=random.Random(seed * 100 + i),
                 seeds=[addrs[0]] if i else [],
             )
             self.engines[addr] = eng
@@ -193,3 +206,39 @@ def test_a_record_forged_in_a_live_members_name_is_retracted() -> None:
     engines[1].replicator.publish([("f", forged)])
     net.run(6)
     assert holders(net, "f", forged.addr) == 0
+
+
+def test_the_engine_builds_its_store_tied_to_its_origin_digest_and_membership() -> None:
+    eng = ClusterEngine("n0", "127.0.0.1:7070", _store, rng=random.Random(1))
+    assert eng.store.local_origin == eng.origin
+    rec = eng.store.announce("k", parse_addr("10.0.0.5:6881"), WALL0)
+    assert (rec.origin, rec.version) == (eng.origin, 1)
+    digest = eng.replicator.digest  # told by the store itself, from its first record
+    assert (digest.count, digest.root) == (1, record_hash("k", rec))
+    assert not eng.store.has_changes()  # alone: nobody to rumor it to
+    with pytest.raises(InvalidInput):  # a store that is not tied to the engine
+        ClusterEngine("n1", "127.0.0.1:7071", lambda _: Store(TTL), rng=random.Random(1))
+
+
+def test_a_replica_presents_a_leased_record_half_a_ttl_before_its_last_renewal() -> None:
+    """docs/v2.md §4b: the origin shows the provider's last announce; a replica, whose stamp
+    is the last change (refreshes are silent), shows about now - ttl/2 once that is fresher."""
+    net = Net(2)
+    origin, replica = net.engines.values()
+    p = parse_addr("10.0.0.5:6881")
+    net.run(4)
+    first = origin.store.announce("k", p, net.wall)
+    net.run(2)
+    origin.store.announce("k", p, net.wall)  # a refresh: no traffic
+    refreshed = net.wall
+    net.run(TTL / S * 0.75)
+
+    def shown(eng: ClusterEngine) -> int:
+        (rec,) = eng.store.live_records("k", net.wall)
+        return rec.last_seen_ns
+
+    assert shown(origin) == refreshed
+    renew_every = min(ClusterConfig().lease_renew_ns, TTL // 4)
+    assert net.wall - TTL // 2 - renew_every <= shown(replica) <= net.wall - TTL // 2
+    held = replica.store.get("k", p)
+    assert held == first  # the replica never heard of the refresh: it holds the last change
