@@ -447,7 +447,7 @@ async def test_inbound_streams_are_capped(v2node: V2Node, wait_until: WaitUntil)
         # v1 still has its slots
         assert await Client(a.node_address).lookup(IH) == []
         s1.close()
-        await wait_until(lambda: a._v2 is not None and a._v2.inbound == 1, what="a slot freed")
+        await wait_until(lambda: a.sockets.v2 is not None and a.sockets.v2.inbound == 1, what="a slot freed")
         async with raw_stream(a.node_address) as s4:
             s4.send(hello(addr="127.0.0.1:23"), rep.SyncRoot(1, 0, 0))
             assert isinstance(await s4.next(), v2.Hello)
@@ -518,7 +518,7 @@ async def test_port_0_is_chosen_again_when_its_udp_twin_is_taken(
 ) -> None:
     """The OS picks a free TCP port for port 0; when UDP on that number is taken, the node
     lets go of it and asks again instead of failing to start (a rare, random failure)."""
-    import chisme.node  # noqa: PLC0415
+    import chisme.node.node_port  # noqa: PLC0415
 
     tried: list[int] = []
 
@@ -526,7 +526,7 @@ async def test_port_0_is_chosen_again_when_its_udp_twin_is_taken(
         tried.append(port)
         return len(tried) > 1 and udp_port_free(host, port)
 
-    monkeypatch.setattr(chisme.node, "udp_port_free", first_taken)
+    monkeypatch.setattr(chisme.node.node_port, "udp_port_free", first_taken)
     async with Node(config(protocol="v2", api="")) as a:
         assert len(tried) >= 2
         assert a.addresses["node"][1] == tried[-1]

@@ -38,7 +38,7 @@ from chisme.core.records import Provider, Record
 from chisme.core.replication import ClusterConfig
 from chisme.core.store import Replication, Store
 from chisme.core.swim import SwimConfig
-from chisme.errors import ChismeError, ConfigError
+from chisme.errors import ConfigError
 from chisme.frontends.api import ApiServer
 from chisme.frontends.http_tracker import HttpTracker
 from chisme.frontends.node_port import NodePortHandler
@@ -47,16 +47,14 @@ from chisme.metrics import Metrics
 from chisme.net import tcp
 from chisme.net.http_server import HttpServer
 from chisme.net.memory import Answer
-from chisme.net.transport import Asker, Endpoint, SocketTransport, Transport
-from chisme.net.v2 import V2Transport, udp_port_free
+from chisme.net.transport import Asker, Endpoint, Transport
+from chisme.node.node_port import NodePort
 from chisme.node.observer import NodeObserver
 from chisme.service.access_files import AccessFiles
 from chisme.service.overlay import Overlay
 from chisme.service.providers import ProviderService
 from chisme.service.tracker import TrackerService
 from chisme.tracker.access import AccessList
-from chisme.wire import v2
-from chisme.wire.v1 import Message
 
 log = logging.getLogger("chisme.node")
 
@@ -204,8 +202,8 @@ class Node:
         transport: Transport
         asker: Asker
         if self._given is None:
-            sockets = await self._bind_node_port()
-            transport = asker = sockets
+            self.sockets = port = await self._bind_node_port()
+            transport = asker = port.transport
         else:
             transport = asker = self._given
             self._closers.append(self._given.close)
@@ -232,7 +230,7 @@ class Node:
         self.metrics.watch_tracker(*(lambda i=i: self.tracker.totals()[i] for i in range(3)))
         self.node_port = NodePortHandler(self.store, self.role, self.clock, self.metrics)
         if self._given is None:
-            sockets.attach(self.role, self._v2)
+            port.attach(self.role, self.node_port)
         else:
             self._given.attach(self.role, self.node_port.handle_v1)
         self.role.start()
@@ -244,66 +242,18 @@ class Node:
         for name, bound in self.addresses.items():  # every listener is bound by now
             log.info(_LISTENING[name], _hostport(bound))
 
-    async def _bind_node_port(self) -> SocketTransport:
-        """The node port: v1 JSON and v2 streams on TCP, v2 datagrams on UDP (same number)."""
-        cfg = self.config
-        observer = NodeObserver(self.metrics)
-        sockets = SocketTransport(
-            clock=self.clock, spawn=self.spawn, count=observer.transport,
-            peer_timeout_s=cfg.peer_timeout_s, max_message_bytes=cfg.max_message_bytes,
-            max_concurrent_sends=cfg.max_concurrent_sends,
-        )
-        self._closers.append(sockets.close)
-        self._v2: V2Transport | None = None
-        hooks: dict[str, Any] = {}
-        if cfg.protocol == "v2":
-            hooks = {"v2_magic": v2.PREFACE, "upgrade": self._upgrade}
-        server = tcp.NodePortServer(
-            _Deferred(self),
-            max_bytes=cfg.max_message_bytes,
-            read_timeout_s=cfg.read_timeout_s,
-            max_connections=cfg.max_connections,
-            **hooks,
-        )
-        host, port = tcp.split_host_port(cfg.listen)
-        self.addresses["node"] = await self._listen("node", server.start, host, port)
-        # port 0 in v2: the OS chose a free TCP port, but its UDP twin may be taken
-        for _ in range(20 if cfg.protocol == "v2" and port == 0 else 0):
-            if udp_port_free(*self.addresses["node"]):
-                break
-            await server.close()
-            self.addresses["node"] = await self._listen("node", server.start, host, port)
-        self._closers.append(server.close)
-        if cfg.protocol == "v2":
+    async def _bind_node_port(self) -> NodePort:
+        """The node port (see :mod:`chisme.node.node_port`); in v2 its member id and
+        address name this process in the cluster."""
+        port = NodePort(self.config, self.clock, self.metrics, self.spawn)
+        self._closers.append(port.close)
+        self.addresses["node"] = await self._listen("node", port.bind)
+        if self.config.protocol == "v2":
             # a restarted node is a new member and a new origin (its versions start again)
             self.member_id = f"{self.node_id}.{self.clock.wall_ns() & 0xFFFFFFFF:08x}"
-            self._v2 = V2Transport(
-                cluster=cfg.cluster_name,
-                member_id=self.member_id,
-                addr=self.node_address,
-                max_frame_bytes=cfg.max_message_bytes,
-                dial_timeout_s=cfg.peer_timeout_s,
-                handshake_timeout_s=cfg.read_timeout_s,
-                deliver=self._deliver,
-                spawn=self.spawn,
-                count=observer.transport,
-                max_streams=cfg.max_connections,
-                on_v1_peer=self._original_seed,
-            )
-            await self._v2.start_udp(*self.addresses["node"])
-            self._closers.append(self._v2.close)
-        return sockets
-
-    def _deliver(self, src: str, msg: object) -> None:
-        # the role is made once the port is bound (a v2 member is named by its address): a
-        # datagram that arrives in between is dropped, as a lost one would be
-        role = getattr(self, "role", None)
-        if role is not None:
-            role.deliver(src, msg)
-
-    def _upgrade(self, transport: asyncio.Transport, data: bytes) -> asyncio.Protocol:
-        assert self._v2 is not None
-        return self._v2.upgrade(transport, data)
+            await port.start_v2(self.member_id, self.node_address)
+        port.on_v1_peer = self._original_seed
+        return port
 
     def _original_seed(self, addr: str) -> None:
         if isinstance(self.role, V2Role) and addr in self.config.peers:
@@ -361,11 +311,10 @@ class Node:
             self._closers.append(udp.close)
 
     async def _listen(
-        self, name: str, start: Callable[[str, int], Awaitable[tuple[str, int]]], host: str,
-        port: int,
+        self, name: str, start: Callable[..., Awaitable[tuple[str, int]]], *args: Any
     ) -> tuple[str, int]:
         try:
-            return await start(host, port)
+            return await start(*args)
         except ConfigError as e:
             flag = _FLAGS[name]
             off = "" if name == "node" else f", or switch it off with {flag} ''"
@@ -419,24 +368,6 @@ class Node:
             stack, self._stack = self._stack, None
             await stack.__aexit__(exc_type, exc, tb)
         self._tg = None
-
-
-class _Deferred:
-    """The node port's handler, looked up per message: the port is bound before the cluster
-    role exists (a v2 member is named by the address the port got); a message in between
-    is refused with a reason, not lost."""
-
-    def __init__(self, node: Node) -> None:
-        self.node = node
-
-    def handle_v1(self, msg: Message, peer: str, size: int = 0) -> bytes | None:
-        handler: NodePortHandler | None = getattr(self.node, "node_port", None)
-        if handler is None:
-            raise ChismeError("the node is starting: try again")
-        return handler.handle_v1(msg, peer, size)
-
-    def reject(self, surface: str, reason: str) -> None:
-        self.node.metrics.reject(surface, reason)
 
 
 def _hostport(addr: tuple[str, int]) -> str:
