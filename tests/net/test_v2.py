@@ -447,7 +447,8 @@ async def test_inbound_streams_are_capped(v2node: V2Node, wait_until: WaitUntil)
         # v1 still has its slots
         assert await Client(a.node_address).lookup(IH) == []
         s1.close()
-        await wait_until(lambda: a.sockets.v2 is not None and a.sockets.v2.inbound == 1, what="a slot freed")
+        v2t = a.sockets.v2
+        await wait_until(lambda: v2t is not None and v2t.inbound == 1, what="a slot freed")
         async with raw_stream(a.node_address) as s4:
             s4.send(hello(addr="127.0.0.1:23"), rep.SyncRoot(1, 0, 0))
             assert isinstance(await s4.next(), v2.Hello)
