@@ -87,7 +87,7 @@ def tracker_announce(
         bytes.fromhex(info_hash), peer_id.ljust(20, b"-")[:20], int.from_bytes(addr[-2:]),
         0, 0, 0 if seeder else 1, event, numwant, True, True, None, None,
     )
-    return node.tracker.announce(a, addr[:-2], surface="http")
+    return node.tracker.announce(a, addr, "http")
 
 
 async def push_round(node: Node) -> int:

@@ -33,7 +33,7 @@ def test_numwant_none_is_the_configured_default_and_requests_are_capped(
         assert len(tracker_announce(n, IH, me, numwant=200)[2]) == 30  # type: ignore[index]
         # a front end whose reply holds fewer (UDP over IPv6) caps it further
         a = tracker_request(IH, me)
-        assert len(n.tracker.announce(a, me[:-2], surface="udp", max_peers=5)[2]) == 5  # type: ignore[index]
+        assert len(n.tracker.announce(a, me, "udp", max_peers=5)[2]) == 5  # type: ignore[index]
 
     on_memory(body)
 

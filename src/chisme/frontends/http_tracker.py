@@ -91,6 +91,7 @@ class HttpTracker:
         clock_s: Callable[[], float] = time.monotonic,
     ) -> None:
         self.service = service
+        self.access = service.access
         self.metrics = metrics
         self.full_scrape = full_scrape
         self.clock_s = clock_s
@@ -149,11 +150,12 @@ class HttpTracker:
         if ip is None:
             self._announce_bad.inc()
             return self._failure("cannot tell the client's address")
-        if not self.service.permits(a.info_hash):
+        access = self.access
+        if not access.open and not access.permits(a.info_hash):
             self._announce_denied.inc()
             return self._failure(NOT_ALLOWED)
         self._announce_ok.inc()
-        answer = self.service.announce(a, ip, surface="http")
+        answer = self.service.announce(a, ip + a.port.to_bytes(2, "big"), "http")
         if not isinstance(answer, tuple):  # an overlay completion to wait for
             return self._finish(answer, a.compact)
         return self._reply(answer, a.compact)

@@ -77,6 +77,7 @@ class UdpTracker(asyncio.DatagramProtocol):
         clock_s: Callable[[], float] = time.time,
     ) -> None:
         self.service = service
+        self.access = service.access
         self.metrics = metrics
         self.spawn = spawn
         self.clock_s = clock_s
@@ -140,7 +141,7 @@ class UdpTracker(asyncio.DatagramProtocol):
                 self._bad_request(e, ip, data, addr)
                 return
             if isinstance(req, UdpAnnounce):
-                self._announce(req, ip, addr)
+                self._announce(req, ip, addr, data)
             elif isinstance(req, UdpConnect):
                 self._connects.inc()
                 issued = self.ids.issue(ip, int(self.clock_s()))
@@ -208,22 +209,23 @@ class UdpTracker(asyncio.DatagramProtocol):
         else:
             self._drop_bad_id.inc()
 
-    def _announce(self, req: UdpAnnounce, ip: bytes, addr: Any) -> None:
+    def _announce(self, req: UdpAnnounce, ip: bytes, addr: Any, data: bytes) -> None:
         connection_id, tid, a = req
         if not self._proven(ip, connection_id):
             self._drop_bad_id.inc()
             return
-        service = self.service
-        if not service.permits(a.info_hash):
+        access = self.access
+        if not access.open and not access.permits(a.info_hash):
             self._announce_denied.inc()
             self._errors.inc()
             self._send(encode_error(tid, NOT_ALLOWED), addr)
             return
         v6 = len(ip) == 16
         self._announce_ok.inc()
-        # an IPv6 reply fits MAX_PEERS_V6 peers in one datagram
-        answer = service.announce(
-            a, ip, surface="udp", family_only=True, max_peers=MAX_PEERS_V6 if v6 else 1 << 30
+        # BEP 15: the port is big-endian at offset 96, as in a compact key; an IPv6 reply
+        # fits MAX_PEERS_V6 peers in one datagram
+        answer = self.service.announce(
+            a, ip + data[96:98], "udp", True, MAX_PEERS_V6 if v6 else 1 << 30
         )
         if not isinstance(answer, tuple):  # an overlay completion to wait for
             try:

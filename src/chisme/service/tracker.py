@@ -93,22 +93,22 @@ class TrackerService:
     def announce(
         self,
         a: AnnounceRequest,
-        ip: bytes,
-        *,
+        addr: bytes,
         surface: str,
         family_only: bool = False,
         max_peers: int = 1 << 30,
     ) -> TrackerAnswer | Awaitable[TrackerAnswer]:
-        """Apply one announce from ``ip`` (4 or 16 packed bytes); answer it (see the module
-        docstring). ``family_only``: peers of the client's address family only (a UDP reply);
-        ``max_peers``: what the front end's reply can carry at most."""
+        """Apply one announce from ``addr``, the compact key of the client's source IP and
+        the announced port (6 or 18 bytes); answer it (see the module docstring).
+        ``family_only``: peers of the client's address family only (a UDP reply);
+        ``max_peers``: what the front end's reply can carry at most. Positional on the hot
+        path: keywords cost a dict per call."""
         numwant = self.numwant_default if a.numwant is None else a.numwant
         cap = self.numwant_max if self.numwant_max < max_peers else max_peers
         if numwant > cap:  # noqa: PLR1730  (min() costs a call on the hot path)
             numwant = cap
         info_hash = a.info_hash.hex()
-        addr = ip + a.port.to_bytes(2, "big")
-        family = (6 if len(ip) == 16 else 4) if family_only else 0
+        family = (6 if len(addr) == 18 else 4) if family_only else 0
         store = self.store
         now = self.clock.wall_ns()
         seeder = a.left == 0
