@@ -5,8 +5,7 @@ from __future__ import annotations
 import time
 
 from chisme.core.keys import parse_addr, parse_info_hash
-from chisme.core.records import MAX_PEER_ID_BYTES, Provider, Record, to_provider
-from chisme.errors import InvalidInput
+from chisme.core.records import Provider, Record, parse_peer_id, to_provider
 from chisme.net import tcp
 from chisme.wire import v1
 
@@ -27,10 +26,7 @@ class Client:
 
     async def announce(self, info_hash: str, addr: str, peer_id: str = "") -> None:
         """Tell the node that ``addr`` provides ``info_hash`` now."""
-        pid = peer_id.encode("utf-8")
-        if len(pid) > MAX_PEER_ID_BYTES:
-            raise InvalidInput(f"peer_id must be at most {MAX_PEER_ID_BYTES} bytes")
-        rec = Record(parse_addr(addr), time.time_ns(), pid)
+        rec = Record(parse_addr(addr), time.time_ns(), parse_peer_id(peer_id))
         msg = v1.Announce(parse_info_hash(info_hash), [rec])
         await tcp.send_message(self.node, v1.encode_message(msg), self.timeout_s)
 
