@@ -285,6 +285,20 @@ def test_null_is_the_zero_value_as_in_go() -> None:
     assert decode_message(dumps(lookup)) == Lookup(H, 0)
 
 
+@pytest.mark.parametrize("kind", ["announce", "gossip", "lookup"])
+@pytest.mark.parametrize("digest", ["3F2A" * 10, "3f2A" * 10, "AB" * 32])  # SHA-1, SHA-256 hex
+def test_hex_info_hashes_decode_in_lower_case(kind: str, digest: str) -> None:
+    msg = decode_message(dumps({"type": kind, "info_hash": digest}))
+    assert not isinstance(msg, Members)
+    assert msg.info_hash == digest.lower()
+
+
+@pytest.mark.parametrize("key", ["Movie-2026.MKV", "3F2A" * 9 + "3F2G", "3F2A" * 10 + "3"])
+def test_other_info_hashes_decode_byte_for_byte(key: str) -> None:
+    msg = decode_message(dumps({"type": "lookup", "info_hash": key}))
+    assert msg == Lookup(key, 0)
+
+
 def test_duplicate_keys_last_wins_as_in_go() -> None:
     data = b'{"type":"gossip","info_hash":"x","type":"lookup","info_hash":"%s"}' % H.encode()
     assert decode_message(data) == Lookup(H, 0)

@@ -31,6 +31,10 @@ Rules:
 Known differences from Go, all on input no Go encoder produces: keys match case-sensitively (Go
 also matches ``"TYPE"``); a ``\\u`` escape of a lone UTF-16 surrogate is rejected (Go reads
 U+FFFD); a ``lookup`` must carry valid providers if it carries any (Go ignores them once parsed).
+One more, on input Go does produce: an ``info_hash`` of 40 or 64 hex digits decodes in lower
+case (:func:`~chisme.core.keys.parse_info_hash`: the hex of a binary hash has no case, and
+BitTorrent users paste either), so an upper-case announce and a lower-case lookup meet; Go keys
+it byte for byte. Every other key stays byte for byte, as in Go.
 """
 
 from __future__ import annotations
