@@ -30,6 +30,7 @@ from chisme.wire.v1 import (
     encode_error,
     encode_message,
     encode_providers,
+    is_http,
 )
 
 H = "3f2a" * 10  # a valid info hash (WIRE.md abbreviates it as "3f2a…")
@@ -676,3 +677,19 @@ def test_fuzz_wrong_json_types_anywhere(message: Message, data: st.DataObject) -
     else:
         obj[data.draw(st.sampled_from(TOP_KEYS))] = data.draw(json_values)
     check_fuzz_invariant(dumps(obj))
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"HTTP/1.1 400 Bad Request\r\n", True),
+        (b"\r\n  HTTP/1.0 200 OK", True),
+        (bytearray(b"HTTP/"), True),
+        (b"HTTP", False),  # not yet known
+        (b"http/1.1 200", False),  # RFC 9112: the name is case-sensitive
+        (b'{"error":"x"}', False),
+        (b"", False),
+    ],
+)
+def test_is_http(data: bytes, expected: bool) -> None:
+    assert is_http(data) is expected

@@ -80,6 +80,8 @@ DEFAULT_MAX_MESSAGE_BYTES: Final = 1 << 20
 
 UNKNOWN_TYPE: Final = "unknown message type"
 NOT_AN_ARRAY: Final = "reply is not a JSON array"
+ANSWERED_HTTP: Final = "the answer is HTTP, not v1 JSON"
+"""The reason when an HTTP server (a JSON API or tracker port) answered instead of a node."""
 _MAX_PEER_REASON_CHARS: Final = 200
 
 # ---------------------------------------------------------------------------------------------
@@ -338,6 +340,12 @@ def _to_records(reply: _Reply) -> list[Record]:
             raise WireError(NOT_AN_ARRAY)
         raise WireError(f"peer said: {reply.error[:_MAX_PEER_REASON_CHARS]}")
     return _records(reply)  # null: a Go nil slice, no providers
+
+
+def is_http(data: bytes | bytearray) -> bool:
+    """True if ``data`` starts as an HTTP response does (``HTTP/1.1 400 …``): the peer is an HTTP
+    server, so its answer is no v1 reply at all."""
+    return data.lstrip()[:5] == b"HTTP/"
 
 
 def _decode_message_value(value: bytes) -> Message:
