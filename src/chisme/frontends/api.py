@@ -10,7 +10,8 @@
     GET  /metrics      Prometheus text
 
 Errors are 4xx with ``{"error": "<reason>"}``. The JSON arrays of providers are the
-same bytes as a v1 lookup reply (WIRE.md).
+same bytes as a v1 lookup reply (WIRE.md). An info hash is canonical from here on
+(:func:`~chisme.core.keys.parse_info_hash`: 40- or 64-digit hex in lower case).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from urllib.parse import parse_qs, unquote
 
 import msgspec
 
+from chisme.core.keys import parse_info_hash
 from chisme.core.records import Provider, Record
 from chisme.errors import ChismeError, InvalidInput
 from chisme.frontends.http_server import Request, Response
@@ -135,6 +137,7 @@ class ApiServer:
         if not 0 <= limit <= _MAX_LIMIT:
             raise InvalidInput(f"limit must be in 0-{_MAX_LIMIT}")
         local = params.get("local", ["0"])[-1] in ("1", "true", "yes")
+        info_hash = parse_info_hash(info_hash)
         if local:
             providers = self.service.local_lookup(info_hash, limit)
             return Response(200, v1.encode_providers(providers), JSON)
@@ -151,6 +154,7 @@ class ApiServer:
 
     def _announce(self, req: Request) -> Awaitable[Response]:
         body = _decode(req, AnnounceBody)
+        body.info_hash = parse_info_hash(body.info_hash)
         return self._do_announce(body)
 
     async def _do_announce(self, body: AnnounceBody) -> Response:
@@ -166,6 +170,7 @@ class ApiServer:
 
     def _remove(self, req: Request) -> Awaitable[Response]:
         body = _decode(req, RemoveBody)
+        body.info_hash = parse_info_hash(body.info_hash)
         return self._do_remove(body)
 
     async def _do_remove(self, body: RemoveBody) -> Response:
