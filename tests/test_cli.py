@@ -517,17 +517,30 @@ async def test_a_listener_in_use_names_the_flag_that_moves_it(
                                 rf".*{re.escape(hint)}$")
 
 
-async def test_the_udp_side_of_a_v2_node_port_in_use_names_listen() -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
-        busy.bind(("127.0.0.1", 0))
-        addr = f"127.0.0.1:{busy.getsockname()[1]}"
-        with socket.socket() as probe:  # the TCP port of that number is free, as the node sees it
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the node binds
+def _udp_port_with_a_free_tcp_twin() -> socket.socket:
+    """A bound UDP socket whose port number is free for a TCP listener (as the node binds it,
+    SO_REUSEADDR): on a busy machine many ephemeral UDP numbers are taken on the TCP side."""
+    for _ in range(100):
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind(("127.0.0.1", 0))
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                probe.bind(("127.0.0.1", busy.getsockname()[1]))
+                probe.bind(("127.0.0.1", udp.getsockname()[1]))
             except OSError:
-                pytest.skip("the TCP port of that number is taken")
-        r = await run("node", "--log-level", "WARNING", "--listen", addr, "--api", "", *OFF)
+                udp.close()
+                continue
+        return udp
+    pytest.skip("no UDP port whose TCP twin is free")
+
+
+async def test_the_udp_side_of_a_v2_node_port_in_use_names_listen() -> None:
+    for _ in range(5):  # another process may take the TCP twin before the node binds it
+        with _udp_port_with_a_free_tcp_twin() as busy:
+            addr = f"127.0.0.1:{busy.getsockname()[1]}"
+            r = await run("node", "--log-level", "WARNING", "--listen", addr, "--api", "", *OFF)
+        if f"cannot listen on {addr}" not in r.err:
+            break
     assert_one_line_error(r, 2, rf"cannot bind UDP {re.escape(addr)} .*; that is the node "
                                 r"port: move it with --listen HOST:PORT \(make run")
 
