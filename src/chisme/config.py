@@ -3,15 +3,21 @@
 Units are in the names (``*_s`` seconds, ``*_bytes``). Profiles follow memberlist's
 Local / LAN / WAN split: ``local`` is tuned for a laptop or a test (fast rounds),
 ``lan`` is the default, ``wan`` tolerates long round trips.
+
+Every error is a :class:`~chisme.errors.ConfigError` that names the key (and the file, for
+a key a file set): ``node.toml: unknown key 'ttl' (did you mean 'ttl_s'?)``.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
+import re
 import tomllib
+import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import msgspec
 
@@ -19,6 +25,17 @@ from chisme.core.keys import parse_addr
 from chisme.errors import ConfigError, InvalidInput
 
 Protocol = Literal["v1", "v2"]
+DEFAULT_PROFILE: Final = "lan"
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+"""The values of ``log_level`` (the :mod:`logging` level names; any case)."""
+
+
+class _BadKey(ConfigError):
+    """A ConfigError about one key: :func:`load_config` names the file when the file set it."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -66,23 +83,24 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     deny_list: str = ""  # file of denied info hashes
     full_scrape: bool = False
     # logging
-    log_level: str = "INFO"
+    log_level: str = "INFO"  # one of LOG_LEVELS
 
     def __post_init__(self) -> None:
         for name in self.__struct_fields__:
             value = getattr(self, name)
             # TOML and float() accept nan and inf; they would fail later, far from the cause
             if isinstance(value, float) and not math.isfinite(value):
-                raise ConfigError(f"{name} must be a finite number (got {value})")
+                raise _BadKey(name, f"{name} must be a finite number (got {value})")
         for name in ("listen", "api", "tracker_http", "tracker_udp", "advertise"):
             value = getattr(self, name)
             if value:
                 # a listener may bind port 0 (the OS picks one); what peers dial may not
                 _check_addr(name, value, allow_port_0=name != "advertise")
-        for peer in (*self.peers, *self.v1_peers):
-            _check_addr("peers", peer, allow_port_0=False)
+        for name in ("peers", "v1_peers"):
+            for peer in getattr(self, name):
+                _check_addr(name, peer, allow_port_0=False)
         if not self.listen:
-            raise ConfigError("listen (the node port) cannot be switched off")
+            raise _BadKey("listen", "listen (the node port) cannot be switched off")
         positive = (
             "ttl_s",
             "max_clock_skew_s",
@@ -95,27 +113,32 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
         )
         for name in positive:
             if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be positive")
+                raise _BadKey(name, f"{name} must be positive")
         for name in ("max_per_key", "max_records", "max_message_bytes", "max_connections",
                      "max_concurrent_sends", "numwant_max"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1")
+                raise _BadKey(name, f"{name} must be at least 1")
         if self.max_message_bytes < 512:  # a one-provider gossip with a long key needs ~300
-            raise ConfigError("max_message_bytes must be at least 512")
+            raise _BadKey("max_message_bytes", "max_message_bytes must be at least 512")
         if self.min_announce_interval_s < 0:
-            raise ConfigError("min_announce_interval_s must be 0 (automatic) or positive")
+            raise _BadKey("min_announce_interval_s",
+                            "min_announce_interval_s must be 0 (automatic) or positive")
         if not 0 <= self.gossip_jitter < 1:
-            raise ConfigError("gossip_jitter must be in [0, 1)")
+            raise _BadKey("gossip_jitter", "gossip_jitter must be in [0, 1)")
         if self.tombstone_ttl_s and self.tombstone_ttl_s < self.ttl_s:
-            raise ConfigError("tombstone_ttl_s must be at least ttl_s")
+            raise _BadKey("tombstone_ttl_s", "tombstone_ttl_s must be at least ttl_s")
         if self.announce_interval_s < 0 or self.announce_interval_s >= self.ttl_s:
-            raise ConfigError("announce_interval_s must be less than ttl_s, or clients expire")
+            raise _BadKey("announce_interval_s",
+                            "announce_interval_s must be less than ttl_s, or clients expire")
         if not 0 <= self.lookup_fanout <= 16:
-            raise ConfigError("lookup_fanout must be in 0-16")
+            raise _BadKey("lookup_fanout", "lookup_fanout must be in 0-16")
         if not 0 < self.numwant_default <= self.numwant_max:
-            raise ConfigError("numwant_default must be in 1..numwant_max")
+            raise _BadKey("numwant_default", "numwant_default must be in 1..numwant_max")
         if not self.cluster_name or len(self.cluster_name) > 64:
-            raise ConfigError("cluster_name must be 1-64 characters")
+            raise _BadKey("cluster_name", "cluster_name must be 1-64 characters")
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise _BadKey("log_level", f"log_level must be one of {', '.join(LOG_LEVELS)} "
+                                         f"(got {self.log_level!r})")
 
     # derived values ---------------------------------------------------------------------
 
@@ -140,21 +163,17 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     def min_announce_interval(self) -> int:
         return max(1, int(self.min_announce_interval_s or self.announce_interval / 2))
 
-    @property
-    def advertised(self) -> str:
-        return self.advertise or self.listen
-
     def replace(self, **changes: Any) -> Config:
         """A copy with some fields changed, validated again."""
         return from_mapping({**msgspec.structs.asdict(self), **changes})
 
     @classmethod
-    def profile(cls, name: str = "lan", **overrides: Any) -> Config:
+    def profile(cls, name: str = DEFAULT_PROFILE, **overrides: Any) -> Config:
         """A named profile (``local``, ``lan``, ``wan``), with ``overrides`` applied."""
         try:
             base = PROFILES[name]
         except KeyError:
-            raise ConfigError(f"unknown profile {name!r} (local, lan, wan)") from None
+            raise _BadKey("profile", f"unknown profile {name!r} (local, lan, wan)") from None
         return from_mapping({**base, **overrides})
 
 
@@ -164,7 +183,7 @@ def _check_addr(name: str, value: object, *, allow_port_0: bool) -> None:
             value = value[:-1] + "1"  # validate the host; port 0 means "any free port"
         parse_addr(value)
     except InvalidInput as e:
-        raise ConfigError(f"{name}: {e.reason} (got {value!r})") from None
+        raise _BadKey(name, f"{name}: {e.reason} (got {value!r})") from None
 
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -189,27 +208,77 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 
-def from_mapping(values: Mapping[str, Any]) -> Config:
-    """Validate a mapping (TOML table, flags) into a Config; errors are ConfigError."""
+def from_mapping(values: Mapping[str, Any], source: str = "") -> Config:
+    """Validate a mapping (TOML table, flags) into a Config; errors are ConfigError naming the
+    key, and ``source`` (e.g. a file name) first when given."""
+    try:
+        return _convert(values)
+    except ConfigError as e:
+        if source:
+            raise ConfigError(f"{source}: {e}") from None
+        raise
+
+
+def _convert(values: Mapping[str, Any]) -> Config:
     data = dict(values)
+    fields = Config.__struct_fields__
+    for key in data:
+        if key not in fields:
+            raise _BadKey(key, f"unknown key {key!r}{_did_you_mean(str(key), fields)}")
     for name in ("peers", "v1_peers"):
         if name in data and isinstance(data[name], list):
             data[name] = tuple(data[name])
     try:
         return msgspec.convert(data, Config)
     except msgspec.ValidationError as e:
-        raise ConfigError(f"config: {e}") from None
+        raise _type_error(str(e)) from None
+
+
+def _did_you_mean(key: str, fields: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(key, fields, n=1, cutoff=0.6)
+    if not close:  # a prefix reads as intended too: "gossip" -> "gossip_interval_s"
+        close = [f for f in fields if f.startswith(key)][:1] if len(key) >= 3 else []
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+_MSGSPEC_ERROR_RE: Final = re.compile(r"(.*) - at `\$\.([A-Za-z_0-9]+)(.*)`$")
+
+
+def _type_error(text: str) -> ConfigError:
+    """``ttl_s: expected float, got str`` from msgspec's ``Expected `float`, got `str` - at
+    `$.ttl_s```; the allowed values for a choice (``protocol: 'v1' or 'v2', got 'v3'``)."""
+    m = _MSGSPEC_ERROR_RE.match(text)
+    if m is None:
+        return ConfigError(f"config: {text}")
+    what, key, rest = m.groups()
+    choices = typing.get_args(typing.get_type_hints(Config).get(key))
+    if what.startswith("Invalid enum value") and choices:
+        got = what.removeprefix("Invalid enum value ")
+        return _BadKey(key, f"{key}: {' or '.join(map(repr, choices))}, got {got}")
+    what = what.replace("`", "")
+    return _BadKey(key, f"{key}{rest}: {what[:1].lower()}{what[1:]}")
 
 
 def load_config(path: str | Path, profile: str | None = None, **overrides: Any) -> Config:
-    """Read a TOML file (the same keys as :class:`Config`, optional ``profile``); flags win."""
+    """Read a TOML file (the same keys as :class:`Config`, optional ``profile``); flags win.
+
+    An error about a key the file set (and ``overrides`` did not) names the file.
+    """
     try:
         raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as e:
         raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"config {path} is not valid TOML: {e}") from None
-    file_profile = raw.pop("profile", "lan")
-    if not isinstance(file_profile, str):
-        raise ConfigError("profile must be a string")
-    return Config.profile(profile or file_profile, **{**raw, **overrides})
+    file_profile = raw.pop("profile", None)
+    if file_profile is not None and not isinstance(file_profile, str):
+        raise ConfigError(f"{path}: profile must be a string")
+    from_file = set(raw) - set(overrides)
+    if profile is None and file_profile is not None:
+        from_file.add("profile")
+    try:
+        return Config.profile(profile or file_profile or DEFAULT_PROFILE, **{**raw, **overrides})
+    except _BadKey as e:
+        if e.key in from_file:
+            raise ConfigError(f"{path}: {e}") from None
+        raise

@@ -2,6 +2,7 @@
 
     ChismeError
     ├── ConfigError              bad config file or flag (CLI exit 2)
+    │   └── ListenError          a listener could not be opened (which one, and its flag)
     ├── InvalidInput             a value failed validation; ``.reason`` is short and stable
     │   ├── WireError            bytes from a peer are not one valid message
     │   │   └── MessageTooLarge  ... because they exceed the size cap
@@ -20,6 +21,15 @@ class ChismeError(Exception):
 
 class ConfigError(ChismeError):
     """A configuration value or command-line flag is invalid."""
+
+
+class ListenError(ConfigError):
+    """A listener could not be opened: ``flag`` is the command-line flag that moves it."""
+
+    def __init__(self, message: str, *, listener: str, flag: str) -> None:
+        super().__init__(message)
+        self.listener = listener
+        self.flag = flag
 
 
 class InvalidInput(ChismeError):

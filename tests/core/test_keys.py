@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 
 import pytest
 from hypothesis import given
@@ -64,17 +65,59 @@ def test_info_hash_rejects_wrong_type(value: object) -> None:
         parse_info_hash(value)
 
 
+def _canonical(value: str) -> str:
+    """The plain rule the fast path is held to: 40- or 64-digit hex is lowered, else as is."""
+    return value.lower() if re.fullmatch(r"[0-9a-fA-F]{40}|[0-9a-fA-F]{64}", value) else value
+
+
 @given(st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1,
                max_size=MAX_INFO_HASH_LEN))
 def test_info_hash_accepts_every_printable_string(value: str) -> None:
+    assert parse_info_hash(value) == _canonical(value)
+
+
+@pytest.mark.parametrize("size", [20, 32])  # SHA-1 (BitTorrent v1), SHA-256 (v2)
+@given(digest=st.binary(min_size=32, max_size=32), cases=st.lists(st.booleans(), min_size=64,
+                                                                  max_size=64))
+def test_hex_digests_are_lowered_whatever_their_case(
+    size: int, digest: bytes, cases: list[bool]
+) -> None:
+    lower = digest[:size].hex()
+    mixed = "".join(c.upper() if up else c for c, up in zip(lower, cases, strict=False))
+    assert parse_info_hash(mixed) == parse_info_hash(lower.upper()) == lower
+    assert parse_info_hash(lower) is lower  # already canonical: the same string, no copy
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "3F2A" * 9 + "3F2",  # 39 hex digits: not a digest
+        "3F2A" * 10 + "3",  # 41
+        "3F2A" * 15 + "3F2",  # 63
+        "3F2A" * 16 + "3",  # 65
+        "3F2A" * 9 + "3F2G",  # 40 characters, one not hex
+        "Movie-2026.MKV",
+        "ABCDEF",
+    ],
+)
+def test_other_keys_keep_their_case(value: str) -> None:
     assert parse_info_hash(value) == value
+
+
+@given(
+    st.text(alphabet="0123456789abcdefABCDEFgG", min_size=38, max_size=66)
+    | st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=40,
+              max_size=40)
+)
+def test_info_hash_fast_path_equals_the_plain_rule(value: str) -> None:
+    assert parse_info_hash(value) == _canonical(value)
 
 
 @given(st.text(max_size=140))
 def test_info_hash_parses_or_raises_invalid_input(value: str) -> None:
     ok = 1 <= len(value) <= MAX_INFO_HASH_LEN and all(0x21 <= ord(c) <= 0x7E for c in value)
     if ok:
-        assert parse_info_hash(value) == value
+        assert parse_info_hash(value) == _canonical(value)
     else:
         with pytest.raises(InvalidInput):
             parse_info_hash(value)

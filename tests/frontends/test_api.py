@@ -100,6 +100,28 @@ async def test_announce_and_remove(node, http, wait_until) -> None:
     assert r.body == b"[]\n"
 
 
+async def test_hex_info_hashes_are_one_key_in_either_case(node, http) -> None:
+    a: Node = await node()
+    upper = IH.upper()
+    r = await http(api(a), "POST", "/v1/announce",
+                   json.dumps({"info_hash": upper, "addr": P1}).encode())
+    assert r.status == 200, r
+    assert [ih for ih, _ in a.store.snapshot()] == [IH]  # stored under the lower-case key
+    for key in (IH, upper, IH[:9] + upper[9:]):
+        for local in ("?local=1", ""):
+            r = await http(api(a), "GET", f"/v1/providers/{key}{local}")
+            assert [p["addr"] for p in body_json(r)] == [P1], (key, local)  # type: ignore[union-attr]
+    r = await http(api(a), "POST", "/v1/remove",
+                   json.dumps({"info_hash": IH[:3] + upper[3:], "addr": P1}).encode())
+    assert r.status == 200 and a.local_lookup(IH) == []
+    # any other key is byte for byte
+    r = await http(api(a), "POST", "/v1/announce",
+                   json.dumps({"info_hash": "Movie-2026", "addr": P1}).encode())
+    assert r.status == 200
+    assert (await http(api(a), "GET", "/v1/providers/movie-2026?local=1")).body == b"[]\n"
+    assert len(body_json(await http(api(a), "GET", "/v1/providers/Movie-2026?local=1"))) == 1  # type: ignore[arg-type]
+
+
 async def test_status(api_node: Node, http) -> None:
     r = await http(api(api_node), "GET", "/v1/status")
     assert r.status == 200

@@ -115,6 +115,62 @@ async def test_cancelling_a_blocked_send_does_not_hang() -> None:
             await asyncio.wait_for(task, 10)
 
 
+# -- send_confirmed ----------------------------------------------------------------------
+
+
+ANNOUNCE = v1.encode_message(v1.Announce(IH, []))
+
+
+async def test_send_confirmed_returns_nothing_from_a_node_that_took_the_message() -> None:
+    got: list[bytes] = []
+
+    async def apply_then_close(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        got.append(await r.read())  # the client half-closes after the message
+        w.close()
+
+    async with serve(apply_then_close) as addr:
+        assert await tcp.send_confirmed(addr, ANNOUNCE, 5, 1024) == b""
+    assert got == [ANNOUNCE]
+
+
+@pytest.mark.parametrize("linger", [False, True], ids=["then closes", "then stalls"])
+async def test_send_confirmed_returns_what_the_peer_wrote(linger: bool) -> None:
+    async def refuse(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await r.readline()
+        w.write(b'{"error":"unknown message type"}\n')
+        await w.drain()
+        if linger:
+            await asyncio.Event().wait()  # an HTTP keep-alive: what it wrote is the answer
+        w.close()
+
+    async with serve(refuse) as addr:
+        answer = await tcp.send_confirmed(addr, ANNOUNCE, 0.5 if linger else 5, 1024)
+    assert answer == b'{"error":"unknown message type"}\n'
+
+
+async def test_send_confirmed_is_bounded() -> None:
+    async def flood(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await r.readline()
+        w.write(b"x" * 100_000)
+        await w.drain()
+        await asyncio.Event().wait()
+
+    async with serve(flood) as addr:
+        assert await tcp.send_confirmed(addr, ANNOUNCE, 5, 1000) == b"x" * 1000
+
+
+async def test_send_confirmed_failures() -> None:
+    with refused() as addr, pytest.raises(PeerUnreachable, match=addr):
+        await tcp.send_confirmed(addr, ANNOUNCE, 5, 1024)
+
+    async def silent(r: asyncio.StreamReader, _w: asyncio.StreamWriter) -> None:
+        await asyncio.Event().wait()  # reads nothing, never closes
+
+    async with serve(silent) as addr:
+        with pytest.raises(PeerTimeout, match=rf"{addr}: no answer within 0\.2 s"):
+            await tcp.send_confirmed(addr, ANNOUNCE, 0.2, 1024)
+
+
 # -- request -----------------------------------------------------------------------------
 
 
@@ -180,6 +236,37 @@ async def test_bad_replies(reply: bytes, error: type[Exception], match: str) -> 
 
     async with serve(answer) as addr:
         with pytest.raises(error, match=match):
+            await tcp.request(addr, LOOKUP, 5, 1024)
+
+
+HTTP_400 = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n"
+
+
+@pytest.mark.parametrize("chunk", [1, 3, len(HTTP_400)])
+async def test_an_http_reply_says_so_whatever_its_chunking(chunk: int) -> None:
+    async def http_server(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await r.readline()
+        for i in range(0, len(HTTP_400), chunk):
+            w.write(HTTP_400[i : i + chunk])
+            await w.drain()
+        await r.read()  # keep-alive: it does not close
+
+    async with serve(http_server) as addr:
+        with pytest.raises(WireError) as e:
+            await tcp.request(addr, LOOKUP, 5, 1024)
+    assert e.value.reason == v1.ANSWERED_HTTP
+
+
+async def test_a_reply_starting_with_h_that_is_not_http_keeps_its_reason() -> None:
+    async def hello(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await r.readline()
+        w.write(b"H")
+        await w.drain()
+        w.write(b"ELLO\n")
+        w.close()
+
+    async with serve(hello) as addr:
+        with pytest.raises(WireError, match="not a JSON object"):
             await tcp.request(addr, LOOKUP, 5, 1024)
 
 

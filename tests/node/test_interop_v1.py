@@ -296,6 +296,34 @@ async def test_go_lookup_gets_a_reply_go_decodes(node, clock_t, exchange) -> Non
     assert unknown == b"[]\n"
 
 
+async def test_an_upper_case_hex_announce_is_keyed_in_lower_case(node, clock_t, exchange) -> None:
+    n: Node = await node(clock=clock_t)
+    addr = n.addresses["node"]
+    upper = GO_ANNOUNCE.replace(IH.encode(), IH.upper().encode())
+    assert upper != GO_ANNOUNCE
+    assert await exchange(n.node_address, upper) == b""
+    key = parse_addr("10.0.0.5:6881")
+    assert n.store.snapshot() == {(IH, key): Record(key, T, b"-qB4650-abc")}
+    for asked in (IH, IH.upper(), IH[:20] + IH[20:].upper()):
+        reply = await lookup_like_go(
+            addr, b'{"type":"lookup","info_hash":"' + asked.encode() + b'"}\n'
+        )
+        assert [p["addr"] for p in json.loads(reply)] == ["10.0.0.5:6881"], asked
+
+
+async def test_other_keys_stay_byte_for_byte_on_the_wire(node, clock_t, exchange) -> None:
+    n: Node = await node(clock=clock_t)
+    addr = n.addresses["node"]
+    keys = ("AB" * 19 + "XY", "Movie-2026.MKV")  # the first: 40 characters, not all hex
+    for key in keys:
+        assert await exchange(n.node_address, GO_ANNOUNCE.replace(IH.encode(), key.encode())) == b""
+        lower = b'{"type":"lookup","info_hash":"' + key.lower().encode() + b'"}\n'
+        assert await lookup_like_go(addr, lower) == b"[]\n"
+        exact = b'{"type":"lookup","info_hash":"' + key.encode() + b'"}\n'
+        assert len(json.loads(await lookup_like_go(addr, exact))) == 1
+    assert sorted(ih for ih, _ in n.store.snapshot()) == list(keys)
+
+
 # -- equal timestamps converge --------------------------------------------------------------
 
 

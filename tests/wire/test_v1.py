@@ -30,6 +30,7 @@ from chisme.wire.v1 import (
     encode_error,
     encode_message,
     encode_providers,
+    is_http,
 )
 
 H = "3f2a" * 10  # a valid info hash (WIRE.md abbreviates it as "3f2a…")
@@ -285,6 +286,20 @@ def test_null_is_the_zero_value_as_in_go() -> None:
     assert decode_message(dumps(base | {"providers": [provider]})) == Gossip(H, [Record(ADDR, 0)])
     lookup = {"type": "lookup", "info_hash": H, "limit": None}
     assert decode_message(dumps(lookup)) == Lookup(H, 0)
+
+
+@pytest.mark.parametrize("kind", ["announce", "gossip", "lookup"])
+@pytest.mark.parametrize("digest", ["3F2A" * 10, "3f2A" * 10, "AB" * 32])  # SHA-1, SHA-256 hex
+def test_hex_info_hashes_decode_in_lower_case(kind: str, digest: str) -> None:
+    msg = decode_message(dumps({"type": kind, "info_hash": digest}))
+    assert not isinstance(msg, Members)
+    assert msg.info_hash == digest.lower()
+
+
+@pytest.mark.parametrize("key", ["Movie-2026.MKV", "3F2A" * 9 + "3F2G", "3F2A" * 10 + "3"])
+def test_other_info_hashes_decode_byte_for_byte(key: str) -> None:
+    msg = decode_message(dumps({"type": "lookup", "info_hash": key}))
+    assert msg == Lookup(key, 0)
 
 
 def test_duplicate_keys_last_wins_as_in_go() -> None:
@@ -664,3 +679,19 @@ def test_fuzz_wrong_json_types_anywhere(message: Message, data: st.DataObject) -
     else:
         obj[data.draw(st.sampled_from(TOP_KEYS))] = data.draw(json_values)
     check_fuzz_invariant(dumps(obj))
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"HTTP/1.1 400 Bad Request\r\n", True),
+        (b"\r\n  HTTP/1.0 200 OK", True),
+        (bytearray(b"HTTP/"), True),
+        (b"HTTP", False),  # not yet known
+        (b"http/1.1 200", False),  # RFC 9112: the name is case-sensitive
+        (b'{"error":"x"}', False),
+        (b"", False),
+    ],
+)
+def test_is_http(data: bytes, expected: bool) -> None:
+    assert is_http(data) is expected

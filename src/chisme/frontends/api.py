@@ -10,7 +10,8 @@
     GET  /metrics      Prometheus text
 
 Errors are 4xx with ``{"error": "<reason>"}``. The JSON arrays of providers are the
-same bytes as a v1 lookup reply (WIRE.md).
+same bytes as a v1 lookup reply (WIRE.md). An info hash is canonical from here on
+(:func:`~chisme.core.keys.parse_info_hash`: 40- or 64-digit hex in lower case).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from urllib.parse import parse_qs, unquote
 
 import msgspec
 
+from chisme.core.keys import parse_info_hash
 from chisme.errors import ChismeError, InvalidInput
 from chisme.metrics import CONTENT_TYPE, Metrics
 from chisme.net.http_server import Request, Response
@@ -130,6 +132,7 @@ class ApiServer:
         if not 0 <= limit <= _MAX_LIMIT:
             raise InvalidInput(f"limit must be in 0-{_MAX_LIMIT}")
         local = params.get("local", ["0"])[-1] in ("1", "true", "yes")
+        info_hash = parse_info_hash(info_hash)
         if local:
             providers = self.providers.local_lookup(info_hash, limit)
             return Response(200, v1.encode_providers(providers), JSON)

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from typing import Protocol, cast
 
 from chisme.errors import ChismeError, PeerUnreachable, WireError
-from chisme.net.errors import peer_errors
+from chisme.net.errors import peer_errors, translate_peer_error
 from chisme.net.listener import TcpListener
 from chisme.wire.framing import JsonValueScanner
-from chisme.wire.v1 import Message, V1Reader, encode_error
+from chisme.wire.v1 import ANSWERED_HTTP, Message, V1Reader, encode_error, is_http
 
 log = logging.getLogger("chisme.net")
 
@@ -214,10 +214,46 @@ async def send_message(addr: str, data: bytes, timeout_s: float) -> None:
             writer.transport.abort()  # a no-op once closed
 
 
+async def send_confirmed(addr: str, data: bytes, timeout_s: float, max_bytes: int) -> bytes:
+    """Send one message, half-close, and read until the peer closes, under one deadline; return
+    what it wrote: nothing from a node that took the message (it closes once it is applied), its
+    ``{"error": …}`` line if it refused it, or whatever else answered (an HTTP server).
+
+    For a caller that must know the message arrived (``chisme announce``); nodes send each other
+    :func:`send_message`. A peer that wrote something and then stalls or resets is not an error
+    here: what it wrote is the answer.
+    """
+    host, port = split_host_port(addr)
+    received = bytearray()
+    writer: asyncio.StreamWriter | None = None
+    try:
+        async with asyncio.timeout(timeout_s):
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(data)
+            writer.write_eof()
+            await writer.drain()
+            while len(received) < max_bytes and (chunk := await reader.read(65536)):
+                received += chunk
+    except (TimeoutError, OSError) as e:  # an answer, then a stall or a reset: still an answer
+        if not received:
+            ours = translate_peer_error(addr, e, timeout_s)
+            assert ours is not None
+            raise ours from None
+    finally:
+        if writer is not None:
+            writer.transport.abort()
+    return bytes(received[:max_bytes])
+
+
 async def request(addr: str, data: bytes, timeout_s: float, max_bytes: int) -> bytes:
-    """Send one message and read one JSON value back (v1 lookup), all under one deadline."""
+    """Send one message and read one JSON value back (v1 lookup), all under one deadline.
+
+    An answer that is HTTP (the address is a JSON API or tracker port) raises
+    ``WireError(ANSWERED_HTTP)`` rather than a JSON reason that would not say so.
+    """
     host, port = split_host_port(addr)
     scanner = JsonValueScanner(max_bytes, allow_null=True)  # Go answers null for nil
+    head = b""  # the first bytes, to tell an HTTP answer from other bad JSON
     writer: asyncio.StreamWriter | None = None
     try:
         with peer_errors(addr, timeout_s):
@@ -229,7 +265,20 @@ async def request(addr: str, data: bytes, timeout_s: float, max_bytes: int) -> b
                     chunk = await reader.read(65536)
                     if not chunk:
                         raise PeerUnreachable(f"{addr}: closed the connection before answering")
-                    value = scanner.feed(chunk)
+                    if len(head) < 16:
+                        head += chunk[:16]
+                    try:
+                        value = scanner.feed(chunk)
+                    except WireError as e:
+                        # the scanner fails at the first byte; an "H" alone may be "HTTP/" still
+                        while b"HTTP/".startswith(head.lstrip()[:5]) and len(head.lstrip()) < 5:
+                            more = await reader.read(16)
+                            if not more:
+                                break
+                            head += more
+                        if is_http(head):
+                            raise WireError(ANSWERED_HTTP) from e
+                        raise
                     if value is not None:
                         writer.close()
                         with contextlib.suppress(OSError):

@@ -38,7 +38,7 @@ from chisme.core.records import Provider, Record
 from chisme.core.replication import ClusterConfig
 from chisme.core.store import Replication, Store
 from chisme.core.swim import SwimConfig
-from chisme.errors import ConfigError
+from chisme.errors import ConfigError, ListenError
 from chisme.frontends.api import ApiServer
 from chisme.frontends.http_tracker import HttpTracker
 from chisme.frontends.node_port import NodePortHandler
@@ -65,8 +65,12 @@ _LISTENING = {
     "tracker_http": "HTTP tracker on http://%s/announce",
     "tracker_udp": "UDP tracker on udp://%s/announce",
 }
-_FLAGS = {"node": "--listen", "api": "--api", "tracker_http": "--tracker-http",
-          "tracker_udp": "--tracker-udp"}
+_LISTENERS = {  # listener: (what it is, the flag that moves it)
+    "node": ("the node port", "--listen"),
+    "api": ("the JSON API", "--api"),
+    "tracker_http": ("the HTTP tracker", "--tracker-http"),
+    "tracker_udp": ("the UDP tracker", "--tracker-udp"),
+}
 
 
 class Attachment(Transport, Asker, Protocol):
@@ -251,7 +255,7 @@ class Node:
         if self.config.protocol == "v2":
             # a restarted node is a new member and a new origin (its versions start again)
             self.member_id = f"{self.node_id}.{self.clock.wall_ns() & 0xFFFFFFFF:08x}"
-            await port.start_v2(self.member_id, self.node_address)
+            await self._listen("node", port.start_v2, self.member_id, self.node_address)
         port.on_v1_peer = self._original_seed
         return port
 
@@ -316,9 +320,10 @@ class Node:
         try:
             return await start(*args)
         except ConfigError as e:
-            flag = _FLAGS[name]
-            off = "" if name == "node" else f", or switch it off with {flag} ''"
-            raise ConfigError(f"{e} (move it with {flag} HOST:PORT{off})") from None
+            what, flag = _LISTENERS[name]
+            off = "" if name == "node" else f" or switch it off with {flag} ''"
+            raise ListenError(f"{e}; that is {what}: move it with {flag} HOST:PORT{off}",
+                              listener=name, flag=flag) from None
 
     def _rejects(self, surface: str) -> Callable[[str], None]:
         return lambda reason: self.metrics.reject(surface, reason)

@@ -56,7 +56,7 @@ class ProviderService:
         self, info_hash: str, addr: str, peer_id: str = "", *, seeder: bool = False
     ) -> Record:
         """Store a provider here (stamped now) and tell the cluster."""
-        parse_info_hash(info_hash)
+        info_hash = parse_info_hash(info_hash)  # a hex info hash in either case: one key
         key = parse_addr(addr)
         pid = parse_peer_id(peer_id)
         rec = self.store.announce(info_hash, key, self.clock.wall_ns(), peer_id=pid,
@@ -66,20 +66,20 @@ class ProviderService:
 
     def remove(self, info_hash: str, addr: str) -> Record:
         """A provider left: tombstone it here and tell the cluster."""
-        parse_info_hash(info_hash)
+        info_hash = parse_info_hash(info_hash)
         rec = self.store.remove(info_hash, parse_addr(addr), self.clock.wall_ns())
         self.role.published(info_hash, rec)
         return rec
 
     def local_lookup(self, info_hash: str, limit: int = 0) -> list[Provider]:
         """Live providers in this node's store only, freshest first."""
-        parse_info_hash(info_hash)
+        info_hash = parse_info_hash(info_hash)
         return self.store.lookup(info_hash, self.clock.wall_ns(), limit)
 
     async def lookup(self, info_hash: str, limit: int = 0) -> list[Provider]:
         """This node's providers plus other nodes' answers that arrive in time, freshest
         first, at most ``limit`` (0: all)."""
-        parse_info_hash(info_hash)
+        info_hash = parse_info_hash(info_hash)
         started = self.clock.mono_ns()
         local = self.store.live_records(info_hash, self.clock.wall_ns())
         remote = await self.overlay.ask(info_hash, self.lookup_timeout_s)

@@ -31,6 +31,10 @@ Rules:
 Known differences from Go, all on input no Go encoder produces: keys match case-sensitively (Go
 also matches ``"TYPE"``); a ``\\u`` escape of a lone UTF-16 surrogate is rejected (Go reads
 U+FFFD); a ``lookup`` must carry valid providers if it carries any (Go ignores them once parsed).
+One more, on input Go does produce: an ``info_hash`` of 40 or 64 hex digits decodes in lower
+case (:func:`~chisme.core.keys.parse_info_hash`: the hex of a binary hash has no case, and
+BitTorrent users paste either), so an upper-case announce and a lower-case lookup meet; Go keys
+it byte for byte. Every other key stays byte for byte, as in Go.
 """
 
 from __future__ import annotations
@@ -77,6 +81,8 @@ DEFAULT_MAX_MESSAGE_BYTES: Final = 1 << 20
 
 UNKNOWN_TYPE: Final = "unknown message type"
 NOT_AN_ARRAY: Final = "reply is not a JSON array"
+ANSWERED_HTTP: Final = "the answer is HTTP, not v1 JSON"
+"""The reason when an HTTP server (a JSON API or tracker port) answered instead of a node."""
 _MAX_PEER_REASON_CHARS: Final = 200
 
 # ---------------------------------------------------------------------------------------------
@@ -337,6 +343,12 @@ def _to_records(reply: _Reply) -> list[Record]:
             raise WireError(NOT_AN_ARRAY)
         raise WireError(f"peer said: {reply.error[:_MAX_PEER_REASON_CHARS]}")
     return _records(reply)  # null: a Go nil slice, no providers
+
+
+def is_http(data: bytes | bytearray) -> bool:
+    """True if ``data`` starts as an HTTP response does (``HTTP/1.1 400 …``): the peer is an HTTP
+    server, so its answer is no v1 reply at all."""
+    return data.lstrip()[:5] == b"HTTP/"
 
 
 def _decode_message_value(value: bytes) -> Message:
