@@ -10,7 +10,7 @@
     GET  /metrics      Prometheus text
 
 Errors are 4xx with ``{"error": "<reason>"}``. The JSON arrays of providers are the
-same bytes as a v1 lookup reply (WIRE.md).
+same bytes as a v1 lookup reply (docs/WIRE.md).
 """
 
 from __future__ import annotations
