@@ -1,11 +1,11 @@
-"""Issue 4's figures from `chisme simulate --json`: runs the scenarios, prints one table.
+"""v2's figures (docs/v2.md §7) from `chisme simulate --json`: runs the scenarios, one table.
 
     .venv/bin/python bench/bench_sim.py [--only a,b,c,d] [--jobs 2] [--quick] [--json FILE]
 
 Each scenario is one `chisme simulate ... --json` process (the real CLI); up to --jobs run at
 once (the simulator is single-threaded). The table gives every figure with its goal, whether
 it is met, the simulator's own wall time, and the exact command. --quick shrinks every
-scenario (a smoke test of the bench itself, not the figures of the issue).
+scenario (a smoke test of the bench itself: its figures say nothing about the goals).
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 CHISME = [str(ROOT / ".venv" / "bin" / "chisme"), "simulate"]
 
-# Every store is swept every 10 s instead of every second (node.py), 2,000 keys a time: that
-# only delays freeing expired records (the 5-minute partition of (d) expires the other side's
-# records either way), and sweeping every store every second was half of the simulator's own
-# cost (Store.sweep re-checks every leased record on every pass).
+# Every store is swept every 10 s instead of every second (chisme.node's Node.sweep_round),
+# 2,000 keys a time: that only delays freeing expired records (the 5-minute partition of (d)
+# expires the other side's records either way), and sweeping every store every second was half
+# of the simulator's own cost (Store.sweep re-checks every leased record on every pass).
 SWEEP = "--sweep-interval-s 10"
 # (a) N = 100, 10^5 records (10^4 keys x 10 providers), refresh 60 s, TTL 90 s
 A = f"--nodes 100 --keys 10000 --providers-per-key 10 --refresh-s 60 --ttl-s 90 {SWEEP}"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# bench_sim.sh -- issue 4's figures (v2 against v1, reach, failure detection, false deaths,
-# partition heal) from `chisme simulate --json`, printed as one table with the goals.
+# bench_sim.sh -- v2's figures (v2 against v1, reach, failure detection, false deaths,
+# partition heal) from `chisme simulate --json`, printed as one table with the goals
+# (docs/v2.md §7).
 #
 #   bench/bench_sim.sh [--only a,b,c,d] [--jobs 2] [--quick] [--json FILE]
 #

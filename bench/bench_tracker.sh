@@ -3,15 +3,23 @@
 #
 #   bench/bench_tracker.sh [PHASES]        PHASES: comma list of http,udp,mem (default: all)
 #
-# Copies ../shared/bench (read-only) to a scratch folder, installs opentracker and wrk with
+# The load generators are not part of this repository: a folder with run_anchor.sh (the
+# orchestrator: start a server, prefill, warm up, measured runs, memory fill, stop), wrk's
+# announce.lua, udp_load.py (a BEP 15 client), procstat.py and pool.txt (the info hashes). Name it
+# with SHARED_BENCH (default: ../shared/bench beside the repository); without it the script stops
+# before running anything.
+#
+# Copies that folder (it may be read-only) to a scratch folder, installs opentracker and wrk with
 # apt-get when missing, then runs run_anchor.sh twice on free loopback ports: opentracker, then a
 # chisme node (`chisme node --api '' --tracker-http ... --tracker-udp ...` with uvloop, as the CLI
 # runs it). Prints requests per server CPU-second for HTTP (one connection per announce), HTTP
-# keep-alive and UDP, the ratio chisme/opentracker with the goal of issue 3, and memory bytes per
-# peer at 10^5 peers. Not part of `make test`: it takes several minutes.
+# keep-alive and UDP, the ratio chisme/opentracker against its goal (at least 0.4x, 1.0x and 0.5x
+# of opentracker's rate), and memory bytes per peer at 10^5 peers (goal: at most 150 B). Not part
+# of `make test`: it takes several minutes.
 #
-# Environment: RUNS, DURATION, WARMUP (passed to run_anchor.sh), KEEP=1 keeps the scratch folder,
-# CHISME_TTL (default 3600 s: no peer expires during the run, as with opentracker's 45 min).
+# Environment: SHARED_BENCH (the generators' folder, above), RUNS, DURATION, WARMUP (passed to
+# run_anchor.sh), KEEP=1 keeps the scratch folder, CHISME_TTL (default 3600 s: no peer expires
+# during the run, as with opentracker's 45 min).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,7 +27,12 @@ SHARED=${SHARED_BENCH:-$ROOT/../shared/bench}
 PHASES=${1:-http,udp,mem}
 CHISME_TTL=${CHISME_TTL:-3600}
 [ -x "$ROOT/.venv/bin/chisme" ] || { echo "no $ROOT/.venv/bin/chisme: run make venv" >&2; exit 2; }
-[ -f "$SHARED/run_anchor.sh" ] || { echo "no $SHARED/run_anchor.sh" >&2; exit 2; }
+if [ ! -f "$SHARED/run_anchor.sh" ]; then
+  echo "bench_tracker.sh: no load generators at $SHARED (run_anchor.sh is missing)." >&2
+  echo "They are not part of the repository: set SHARED_BENCH to the folder that holds" >&2
+  echo "run_anchor.sh, announce.lua, udp_load.py, procstat.py and pool.txt." >&2
+  exit 2
+fi
 
 if ! command -v opentracker >/dev/null || ! command -v wrk >/dev/null; then
   echo "installing opentracker and wrk (apt-get)" >&2

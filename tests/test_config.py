@@ -12,13 +12,13 @@ from chisme import Config, ConfigError, load_config
 from chisme.config import LOG_LEVELS, PROFILES, from_mapping
 
 
-def test_embedded_defaults_are_the_issue_s() -> None:
+def test_embedded_defaults_are_the_documented_ones() -> None:
     c = Config()
     assert (c.listen, c.api, c.peers) == ("127.0.0.1:7070", "127.0.0.1:7080", ())
     assert (c.ttl_s, c.gossip_interval_s, c.max_clock_skew_s) == (90.0, 8.0, 5.0)
     assert c.max_message_bytes == 1 << 20
     assert c.lookup_fanout == 3
-    assert c.protocol == "v2"  # issue 4 replaced v1 gossip as the default
+    assert c.protocol == "v2"  # v2 is the default; v1 stays spoken for the original design
     assert (c.ttl_ns, c.tombstone_ttl_ns, c.max_clock_skew_ns) == (90 * 10**9, 90 * 10**9,
                                                                    5 * 10**9)
     assert Config.profile() == Config.profile("lan") == c

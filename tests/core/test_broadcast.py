@@ -13,7 +13,7 @@ from chisme.errors import ConfigError
 
 
 def test_retransmit_limit_is_mult_times_ceil_log10_n_plus_1() -> None:
-    # memberlist util.go retransmitLimit; research/gossip.md §1.2: 8 / 12 / 16 at 10 / 100 / 1000.
+    # memberlist util.go retransmitLimit, RetransmitMult 4 (LAN): 8 / 12 / 16 at 10 / 100 / 1000.
     assert [retransmit_limit(4, n) for n in (1, 9, 10, 99, 100, 999, 1000)] == [
         4,
         4,

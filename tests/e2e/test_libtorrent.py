@@ -4,7 +4,21 @@ chisme cluster and transfer a file.
 Seeder A announces over HTTP to node A; downloader B announces over UDP to node B. DHT, local
 peer discovery, UPnP and NAT-PMP are off, so the tracker is their only way to meet, and B's very
 first announce must already list A: node B holds nothing for the torrent and completes its peer
-list from the overlay (node A). The recipe and its pitfalls: ../shared/notes/libtorrent-e2e.md.
+list from the overlay (node A).
+
+libtorrent's pitfalls (checked with libtorrent 2.1.1), as the code below cites them:
+1. both sessions are on 127.0.0.1: with the default ``allow_multiple_connections_per_ip=False``
+   libtorrent bans the whole address once it sees two peers there ("peer banned");
+2. ``add_torrent_params`` defaults to paused | auto_managed: clearing auto_managed alone leaves the
+   torrent paused forever;
+3. a hybrid torrent (2.x's default) announces twice per tracker, its v1 hash and its v2 hash cut
+   to 20 bytes: the torrent is made ``v1_only``;
+4. SSRF mitigation (on by default) lets an HTTP tracker on loopback through only when its path
+   starts with ``/announce``;
+5. a plain ``force_reannounce()`` is dropped until the tracker's min interval has passed;
+   ``ignore_min_interval`` sends it within about a second;
+6. ``event=stopped`` over UDP is lost when the session is destroyed at once: the session lives on
+   until the tracker got it.
 
 The sessions block in libtorrent calls, so they run in a worker thread while the nodes keep
 serving on the test's event loop. Every wait is bounded; nothing sleeps to synchronise.
@@ -152,7 +166,7 @@ def completed_answered(log: list[str]) -> bool:
 
 def stop_sessions(out: Transfer) -> None:
     """Remove the torrents: each session announces event=stopped (it must live on until the
-    tracker got it: UDP's stopped is lost if the session is destroyed at once, pitfall list)."""
+    tracker got it: UDP's stopped is lost if the session is destroyed at once, pitfall 6)."""
     for ses, h in out.sessions:
         ses.pause()
         ses.remove_torrent(h)

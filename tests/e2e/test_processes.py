@@ -1,7 +1,7 @@
-"""Real processes (issue 4 §5): five ``chisme node --protocol v2 --profile local`` processes on
-loopback, started from ONE seed address, learn each other, converge on announces made at
-different nodes, mark a SIGKILLed member dead while they keep answering lookups, and take it
-back when it restarts on its port (it rejoins and catches up).
+"""Real processes: five ``chisme node --protocol v2 --profile local`` processes on loopback,
+started from ONE seed address, learn each other, converge on announces made at different
+nodes, mark a SIGKILLed member dead while they keep answering lookups, and take it back when it
+restarts on its port (it rejoins and catches up).
 
 Everything is checked the way an operator would, with the command line (``chisme members``,
 ``chisme announce``, ``chisme lookup``); polling loops between the CLI checks send the same v1

@@ -1,6 +1,6 @@
 """The HTTP JSON API of a running node, over real loopback HTTP: every endpoint, and the
-bad-input table (STYLE.md): 4xx with a JSON ``{"error": …}`` body, then a good request still
-works and the store is unchanged; rejections are counted by reason.
+bad-input table (README.md "Bad input"): 4xx with a JSON ``{"error": …}`` body, then a good
+request still works and the store is unchanged; rejections are counted by reason.
 """
 
 from __future__ import annotations

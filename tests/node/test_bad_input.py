@@ -1,4 +1,5 @@
-"""The node port's answer to bad input (STYLE.md "Errors and bad input", WIRE.md last section):
+"""The node port's answer to bad input (CONTRIBUTING.md "Rules the code keeps", docs/WIRE.md
+"Where chisme deliberately differs"):
 exactly one line ``{"error":"<reason>"}\\n``, then the node closes the connection; it keeps
 serving, a good request still works, the store is unchanged, and the rejection is counted by
 reason in the metrics.

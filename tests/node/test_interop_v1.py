@@ -1,4 +1,4 @@
-"""Interoperability with the original Go design (WIRE.md), exact bytes, both directions.
+"""Interoperability with the original Go design (docs/WIRE.md), exact bytes, both directions.
 
 (a) A "Go peer" (a raw asyncio TCP server standing in for ``overlay/gossip.go``) receives what
     a chisme node sends: announce pushes, gossip rounds, lookups. The bytes are compared with

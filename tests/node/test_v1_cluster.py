@@ -1,6 +1,6 @@
-"""Three nodes on real loopback TCP (issue 2, "What it must show"): gossip spreads announces,
-the TTL removes a provider that stopped announcing from every node and frees its memory, and a
-restarted node gets its state back from its peers.
+"""Three nodes on real loopback TCP: gossip spreads announces, the TTL removes a provider that
+stopped announcing from every node and frees its memory, and a restarted node gets its state
+back from its peers.
 
 Topology: most tests wire the three nodes all-to-all, as the seed design is deployed (every
 node's bootstrap list names the others), so *one* gossip round of the node that holds a record

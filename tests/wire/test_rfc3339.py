@@ -34,7 +34,7 @@ def test_go_zero_time_constant() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        # WIRE.md examples: 9 digits, and trailing zeros trimmed
+        # docs/WIRE.md examples: 9 digits, and trailing zeros trimmed
         ("2026-11-25T17:36:11.123456789Z", utc_ns(2026, 11, 25, 17, 36, 11, ns=123_456_789)),
         ("2026-11-25T17:36:11.5Z", utc_ns(2026, 11, 25, 17, 36, 11, ns=500_000_000)),
         ("2026-11-25T17:36:11Z", utc_ns(2026, 11, 25, 17, 36, 11)),

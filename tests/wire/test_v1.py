@@ -1,4 +1,4 @@
-"""wire.v1: the seed's JSON messages, byte for byte (WIRE.md), validated, and never a crash."""
+"""wire.v1: the seed's JSON messages, byte for byte (docs/WIRE.md), validated, and never a crash."""
 
 from __future__ import annotations
 
@@ -33,13 +33,13 @@ from chisme.wire.v1 import (
     is_http,
 )
 
-H = "3f2a" * 10  # a valid info hash (WIRE.md abbreviates it as "3f2a…")
+H = "3f2a" * 10  # a valid info hash (docs/WIRE.md abbreviates it as "3f2a…")
 ADDR = parse_addr("10.0.0.5:6881")
 T_NANO = 1_795_628_171_123_456_789  # 2026-11-25T17:36:11.123456789Z
 T_HALF = 1_795_628_171_500_000_000  # 2026-11-25T17:36:11.5Z
 GO_ZERO = "0001-01-01T00:00:00Z"
 
-# The three example lines of WIRE.md, verbatim (so info_hash is "3f2a…", as printed there).
+# The three example lines of docs/WIRE.md, verbatim (so info_hash is "3f2a…", as printed there).
 WIRE_GOSSIP = (
     '{"type":"gossip","info_hash":"3f2a…","providers":[{"addr":"10.0.0.5:6881",'
     '"last_seen":"2026-11-25T17:36:11.123456789Z"}]}'
@@ -97,7 +97,7 @@ def reason_of(data: bytes, max_bytes: int = 1 << 20) -> str:
     return info.value.reason
 
 
-# --- golden bytes (WIRE.md) -------------------------------------------------------------------
+# --- golden bytes (docs/WIRE.md) ------------------------------------------------------------------
 
 
 def test_example_times_are_what_they_say() -> None:

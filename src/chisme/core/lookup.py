@@ -1,6 +1,6 @@
 """Overlay lookups: pick which peers to ask, and merge their answers with ours.
 
-The seed design (DESIGN.md §1): local providers plus at most 3 peers, merged by address
+The seed design (docs/DESIGN.md §1): local providers plus at most 3 peers, merged by address
 keeping the freshest, sorted by freshness, cut to the limit.
 """
 
@@ -30,7 +30,7 @@ def merge_answers(
 ) -> list[Record]:
     """Merge lookup answers by address, keeping the greatest record; live ones only.
 
-    A stamp further in the future than the allowed skew counts as now (WIRE.md), so a
+    A stamp further in the future than the allowed skew counts as now (docs/WIRE.md), so a
     hostile peer cannot sort its providers first; tombstones and expired records drop out.
     """
     best: dict[AddrKey, Record] = {}

@@ -10,7 +10,7 @@
     GET  /metrics      Prometheus text
 
 Errors are 4xx with ``{"error": "<reason>"}``. The JSON arrays of providers are the
-same bytes as a v1 lookup reply (WIRE.md). An info hash is canonical from here on
+same bytes as a v1 lookup reply (docs/WIRE.md). An info hash is canonical from here on
 (:func:`~chisme.core.keys.parse_info_hash`: 40- or 64-digit hex in lower case).
 """
 

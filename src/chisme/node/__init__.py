@@ -5,7 +5,7 @@ and owns their lifecycle. It does none of their work.
         await node.announce("3f2a...", "10.0.0.5:6881")
         providers = await node.lookup("3f2a...")
 
-What talks to what (docs/CONTRIBUTING.md draws the layers):
+What talks to what (CONTRIBUTING.md and docs/DESIGN.md §2 draw the layers):
 
     front ends (api, http/udp tracker, node port)  ->  services (providers, tracker)
     services  ->  store, cluster role (v1 or v2), overlay lookups

@@ -3,8 +3,8 @@
 BEP 15 asks that an id be unguessable ("a syn cookie like approach"), tied to the client, and
 accepted "until two minutes after it has been sent". Storing issued ids would not survive a
 client's connect landing on one node and its announce on another (anycast, DNS round robin,
-failover), so an id is a MAC under a cluster-shared key instead (research/trackers.md §8.2;
-chihaya uses HMAC-SHA256, aquatic BLAKE3):
+failover), so an id is a MAC under a cluster-shared key instead, as chihaya (HMAC-SHA256) and
+aquatic (BLAKE3) make theirs:
 
     id = (window mod 256) << 56 | first 7 bytes of BLAKE2b-64(key; window as i64 || client)
 

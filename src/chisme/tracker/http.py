@@ -4,7 +4,8 @@ BEP 3 (announce), BEP 23 (compact ``peers``), BEP 7 (``peers6``), BEP 48 (scrape
 front end hands over the raw query bytes after ``?`` and writes back what the encoders return.
 Every bad request raises :class:`~chisme.errors.TrackerRequestError`, whose ``reason`` is meant
 to be sent back as-is with :func:`encode_failure` (HTTP 200, as chihaya and bittorrent-tracker
-do, so clients display it; research/trackers.md §8.7).
+do, so clients display it: BEP 3's ``failure reason`` is a human-readable string saying why the
+query failed).
 
 Percent-decoding (RFC 3986 ``%XX``) applies to the binary values ``info_hash``, ``peer_id`` and
 ``trackerid``. ``+`` stays a literal ``+``: BitTorrent clients escape a space as ``%20`` and

@@ -17,8 +17,9 @@ DEFAULT_NUMWANT: Final = 50
 wiki spec's default, as in opentracker and chihaya."""
 
 MAX_NUMWANT: Final = 200
-"""Cap on peers per reply: opentracker's cap; 200 IPv4 entries (1,200 bytes) still fit one UDP
-datagram (research/trackers.md §8.6). Larger requests are clamped, never rejected."""
+"""Cap on peers per reply: opentracker's cap; 200 IPv4 entries (1,200 bytes, after BEP 15's
+20-byte reply header) still fit one UDP datagram unfragmented on a 1,500-byte Ethernet MTU.
+Larger requests are clamped, never rejected."""
 
 LEFT_UNKNOWN: Final = 2**63 - 1
 """``left`` of an HTTP announce that does not send it: the largest i64, so the peer counts as a

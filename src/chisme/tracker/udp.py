@@ -9,8 +9,9 @@ Bad input raises one of two :class:`~chisme.errors.TrackerRequestError` subclass
 - :class:`UdpDrop`: under 16 bytes there is no transaction id to answer with: drop silently
   (as chihaya does: "we explicitly return nothing in case this is a DoS attempt");
 - :class:`UdpBadRequest`: anything else malformed; it carries the transaction id so the shell
-  can send :func:`encode_error`. Answering is the shell's choice: research/trackers.md §8.3
-  advises answering only senders whose connection id checks out, so we do not reflect.
+  can send :func:`encode_error`. Answering is the shell's choice: it answers only senders whose
+  connection id checks out (BEP 15: a request whose id does not match is ignored; aquatic
+  answers nothing either), so we do not reflect.
 """
 
 from __future__ import annotations
@@ -94,11 +95,11 @@ def parse_udp_request(data: bytes) -> UdpConnect | UdpAnnounce | UdpScrape:
     """Parse one datagram; raise :class:`UdpDrop` or :class:`UdpBadRequest` if it is bad.
 
     Announce: ``num_want`` -1, 0 or any negative is None (no preference: the tracker's
-    default applies), larger values
-    are capped at :data:`MAX_NUMWANT`; ``event`` must be 0-3; ``port`` 0 fails; negative byte
-    counters fail (as over HTTP); the IP field is read past and never used (BEP 7, §8.3 of the
-    research: only the source address counts); ``compact`` and ``no_peer_id`` are True, there
-    is no ``trackerid``. Extra bytes (BEP 41 options, future extensions) are ignored.
+    default applies), larger values are capped at :data:`MAX_NUMWANT`; ``event`` must be 0-3;
+    ``port`` 0 fails; negative byte counters fail (as over HTTP); the IP field is read past and
+    never used (BEP 7; aquatic keys peers the same way: only the source address counts);
+    ``compact`` and ``no_peer_id`` are True, there is no ``trackerid``. Extra bytes (BEP 41
+    options, future extensions) are ignored.
     """
     size = len(data)
     if size >= ANNOUNCE_SIZE:  # most datagrams are announces: one unpack for them

@@ -1,8 +1,9 @@
 """RFC 3339 times exactly as Go's ``time.Time`` reads and writes them in JSON, as integer ns.
 
 Why not ``datetime``: it holds microseconds, so two distinct Go timestamps (9 fractional digits)
-could compare equal and "strictly newer" could flip (STYLE.md, msgspec row). Here a time is an
-``int`` of nanoseconds since the Unix epoch, and the conversion is exact both ways.
+could compare equal and "strictly newer" could flip (msgspec's ``datetime`` decoding rounds the
+fraction to microseconds the same way). Here a time is an ``int`` of nanoseconds since the Unix
+epoch, and the conversion is exact both ways.
 
 What Go accepts (``Time.UnmarshalJSON`` is ``time.Parse(time.RFC3339, …)``; its strict RFC 3339
 checks are disabled, go.dev/issue/54580), and so what :func:`parse_rfc3339` accepts::

@@ -1,4 +1,4 @@
-"""SwimConfig: memberlist's profiles, derived timeouts (research/gossip.md), bad values refused."""
+"""SwimConfig: memberlist's profiles, derived timeouts (memberlist util.go), bad values refused."""
 
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ def test_profiles_follow_memberlist() -> None:
 
 
 def test_derived_timeouts_match_research_table() -> None:
-    # research/gossip.md §1.2: LAN suspicion min 4/8/12 s at N = 10/100/1000; max is 6x.
+    # memberlist util.go suspicionTimeout, LAN profile (SuspicionMult 4, ProbeInterval 1 s):
+    # min 4/8/12 s at N = 10/100/1000; max is 6x (SuspicionMaxTimeoutMult).
     assert [suspicion_timeout_ns(4, n, S) for n in (1, 5, 10, 100, 1000)] == [
         4 * S,
         4 * S,

@@ -568,7 +568,7 @@ def test_two_way_partition_heals_with_no_manual_step() -> None:
     net.cut = None
     healed_at = net.now
     t = net.run_until_true(lambda: converged(net, 6), limit_ns=120 * S, step_ns=100 * MS)
-    # research/gossip.md G10: one view again within 60 s of connectivity returning.
+    # docs/v2.md §7: one view again within 60 s of connectivity returning.
     assert t - healed_at <= 60 * S
     net.run_for(60 * S)
     assert converged(net, 6)

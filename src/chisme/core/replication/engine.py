@@ -14,7 +14,7 @@ The engine builds its store: ``make_store(replication)`` is called once, and mus
 :class:`~chisme.core.store.Replication` it is given to the :class:`Store` it returns (it ties
 the store to the engine's digest, origin and membership).
 
-Two clocks: ``wall_ns`` stamps records (last_seen is wall time, WIRE.md); ``mono_ns`` drives
+Two clocks: ``wall_ns`` stamps records (last_seen is wall time, docs/WIRE.md); ``mono_ns`` drives
 timers (probes, suspicion), which must not jump with the wall clock.
 """
 

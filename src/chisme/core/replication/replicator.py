@@ -11,7 +11,8 @@ simulator) to deliver. docs/v2.md has the design; in short:
   (memberlist's transmit-limited queue);
 - once per ``sync_interval_ns`` a node compares a two-level XOR digest
   (:mod:`~chisme.core.replication.digest`) with one random member and exchanges only the
-  records of the buckets that differ (Merkle-style anti-entropy, research/gossip.md §6), so
+  records of the buckets that differ (Merkle-style anti-entropy, as Dynamo's replica
+  synchronisation, DeCandia et al. 2007 §4.7; docs/v2.md §4), so
   an idle cluster exchanges a root hash and little else.
 """
 

@@ -13,7 +13,7 @@ Sources (behaviour is cited to them where it comes from):
   suspected).
 - [memberlist] hashicorp/memberlist @1b4c746 (state.go, suspicion.go, awareness.go, util.go,
   net.go), whose semantics this package follows; [Serf] hashicorp/serf, for reconnecting to failed
-  members; research/gossip.md §1, §9, §10 for why.
+  members; docs/v2.md (§5, §8) for why chisme takes them.
 
 What this package owns: the member table (``node_id`` -> addr, incarnation, state), the probe
 cycle, suspicion timers, the broadcast queue of membership updates, and full-state push/pull. What
@@ -64,8 +64,10 @@ Deviations from memberlist, each deliberate:
   member per ``reconnect_interval_ns``, with probability failed / alive so the cluster as a whole
   tries each about once per interval); seeds that are not live members are retried the same way.
   Both retries send a :class:`PushPull` request: this is what heals a partition with no manual step
-  (memberlist alone purges the dead and never heals: research/gossip.md §1.6).
-- Forgotten members are quarantined for ``quarantine_ns`` (Cassandra's idea, research/gossip.md §9):
+  (memberlist alone never heals: it never probes or push/pulls a member it holds dead, and forgets
+  the dead after ``GossipToTheDeadTime``, state.go).
+- Forgotten members are quarantined for ``quarantine_ns`` (Cassandra's idea: Gossiper.java ignores
+  gossip about a removed endpoint for ``QUARANTINE_DELAY``, 2 x ``RING_DELAY``):
   an ``Alive`` at or below the incarnation they were forgotten at is ignored, so stale gossip does
   not resurrect them; a genuine refutation (a higher incarnation) is accepted.
 - Point-to-point repair when a sender and we disagree (``Membership._buddy``): a member that

@@ -53,7 +53,7 @@ class SwimConfig:
     push_pull_interval_ns: int = 30 * _S
     """Full state exchange with one random member, scaled up past 32 members (memberlist)."""
     max_packet_bytes: int = 1200
-    """Budget of one packet message with its piggyback (research/gossip.md §10: UDP <= 1200 B)."""
+    """Budget of one packet message with its piggyback (docs/v2.md §1: a datagram <= 1200 B)."""
     max_queued_broadcasts: int = 4096
     """Bound of the broadcast queue; the most-sent updates are dropped first."""
     max_events: int = 4096
