@@ -22,7 +22,7 @@ Both are built with gcc into a temporary directory. The same bursts go to each s
 
 The summary gives the median and the range over the rounds, and chisme/reference per round.
 Usage: ``.venv/bin/python bench/bench_v1_port.py [--rounds 5] [--messages 10000]
-[--concurrency 32 4] [--protocol v2]``
+[--concurrency 32 4] [--protocol v2] [--sources 1] [--baseline OTHER_TREE/src]``
 """
 
 from __future__ import annotations
@@ -129,12 +129,16 @@ class Reference(Server):
 
 
 class Chisme(Server):
-    def __init__(self, protocol: str) -> None:
-        self.name = "chisme"
+    def __init__(self, protocol: str, name: str = "chisme", src: str | None = None) -> None:
+        self.name = name
         cmd = [sys.executable, "-m", "chisme.cli", "node", "--listen", "127.0.0.1:0",
                "--api", "127.0.0.1:0", "--tracker-http", "", "--tracker-udp", "",
                "--ttl", "3600", "--gossip-interval", "3600", "--protocol", protocol]
-        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        env = dict(os.environ)
+        if src is not None:  # another source tree's chisme (its src/ first on the path)
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
+        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                     env=env)
         assert self.proc.stderr is not None
         node = api = None
         deadline = time.time() + 30
@@ -194,7 +198,8 @@ def burst(load: Path, srv: Server, args: argparse.Namespace, conc: int, offset: 
     t0 = time.monotonic()
     run = subprocess.run(
         [str(load), "-p", str(srv.port), "-n", str(args.messages), "-c", str(conc),
-         "-t", str(args.seconds), "-k", str(args.keys), "-o", str(offset)],
+         "-t", str(args.seconds), "-k", str(args.keys), "-o", str(offset),
+         "-s", str(args.sources)],
         capture_output=True, check=True, timeout=args.seconds + 30,
     )
     out = dict(kv.split("=", 1) for kv in run.stdout.decode().split())
@@ -217,9 +222,9 @@ def spread(values: list[float], fmt: str) -> str:
     return f"{statistics.median(values):{fmt}} [{min(values):{fmt}}-{max(values):{fmt}}]"
 
 
-def summary(results: list[Burst], conc: int) -> None:
+def summary(results: list[Burst], conc: int, names: list[str]) -> None:
     rows = {name: [b for b in results if b.server == name and b.concurrency == conc]
-            for name in ("chisme", "reference")}
+            for name in names}
     print(f"\n## {conc} concurrent: median [min-max] over {len(rows['chisme'])} rounds")
     print(f"{'server':9} {'per CPU-s':>22} {'wall /s':>22} {'p50 ms':>18} {'p99 ms':>22} "
           f"{'overflows':>16} fail")
@@ -230,10 +235,14 @@ def summary(results: list[Burst], conc: int) -> None:
               f"{spread([b.p99_ms for b in rs], '.1f'):>22} "
               f"{spread([float(b.overflows) for b in rs], '.0f'):>16} "
               f"{sum(b.failures for b in rs)}")
-    pairs = list(zip(rows["chisme"], rows["reference"], strict=True))
-    per_cpu = [c.per_cpu_s / r.per_cpu_s for c, r in pairs]
-    wall = [c.wall_rate / r.wall_rate for c, r in pairs]
-    print(f"chisme/reference per CPU-s: {spread(per_cpu, '.2f')}; wall: {spread(wall, '.2f')}")
+    for name in names:
+        if name == "reference":
+            continue
+        pairs = list(zip(rows[name], rows["reference"], strict=True))
+        per_cpu = [c.per_cpu_s / r.per_cpu_s for c, r in pairs]
+        wall = [c.wall_rate / r.wall_rate for c, r in pairs]
+        print(f"{name}/reference per CPU-s: {spread(per_cpu, '.2f')}; "
+              f"wall: {spread(wall, '.2f')}")
 
 
 def main() -> None:
@@ -243,32 +252,45 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, nargs="+", default=[32, 4])
     ap.add_argument("--seconds", type=float, default=30.0, help="time bound per burst")
     ap.add_argument("--keys", type=int, default=1_000, help="distinct info hashes")
+    ap.add_argument("--sources", type=int, default=1,
+                    help="loopback source addresses the client spreads over (1..250): each "
+                    "close holds a client port 60 s in TIME_WAIT, and after a few bursts the "
+                    "kernel's search for a free one stalls connects by ~65 ms, against any "
+                    "server; 16 keeps the client from measuring itself")
     ap.add_argument("--protocol", choices=["v1", "v2"], default="v2", help="chisme's mode")
+    ap.add_argument("--baseline", metavar="SRC",
+                    help="also run a node from another tree's src/ directory (e.g. an export "
+                    "of the commit before a change), in turn with the others, as 'baseline'")
     args = ap.parse_args()
     if not 1 <= args.rounds <= 100 or not 1 <= args.messages <= 1_000_000:
         ap.error("--rounds must be in 1..100 and --messages in 1..1000000")
+    if not 1 <= args.sources <= 250:
+        ap.error("--sources must be in 1..250")
 
     with tempfile.TemporaryDirectory(prefix="chisme-v1-port-") as tmp:
         load, ref_exe = build(Path(tmp))
         servers: list[Server] = []
         try:
             servers.append(Chisme(args.protocol))
+            if args.baseline:
+                servers.append(Chisme(args.protocol, "baseline", args.baseline))
             servers.append(Reference(ref_exe))
-            print(f"# chisme node pid {servers[0].proc.pid} (--protocol {args.protocol}, "
-                  f"uvloop), reference pid {servers[1].proc.pid}; {args.messages} messages "
-                  f"per burst, one TCP connection each; cpus={os.cpu_count()}", flush=True)
+            pids = ", ".join(f"{s.name} pid {s.proc.pid}" for s in servers)
+            print(f"# {pids}; chisme --protocol {args.protocol} (uvloop); {args.messages} "
+                  f"messages per burst, one TCP connection each, from {args.sources} source "
+                  f"address(es); cpus={os.cpu_count()}", flush=True)
             results: list[Burst] = []
             offset = 0
             for r in range(args.rounds):
                 for conc in args.concurrency:
-                    order = servers if r % 2 == 0 else servers[::-1]
+                    order = servers if r % 2 == 0 else servers[::-1]  # alternate
                     for srv in order:
                         b = burst(load, srv, args, conc, offset)
                         offset += args.messages  # every burst announces new addresses
                         results.append(b)
                         print(f"round {r + 1}: {line(b)}", flush=True)
             for conc in args.concurrency:
-                summary(results, conc)
+                summary(results, conc, [s.name for s in servers])
         finally:
             for srv in servers:
                 srv.stop()

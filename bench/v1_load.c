@@ -6,6 +6,10 @@
  * -g seconds after the time limit counts as a failure. Info hashes cycle over -k keys;
  * provider addresses are distinct per message, from index -o on (so that runs against one
  * node never repeat an address). Latency is dial start to close, client side.
+ * -s N spreads the connections over N loopback source addresses (127.0.0.2 on), so that the
+ * kernel's ephemeral ports, held 60 s in TIME_WAIT by each close, do not run short across
+ * repeated bursts (a limit of one client host, not of the server); default 1: the kernel's
+ * choice of source, as a plain client.
  *
  * Prints one line:
  *   sent=N failures=F seconds=S msgs_per_s=R p50_ms=A p99_ms=B max_ms=C
@@ -84,13 +88,13 @@ static int cmp_i64(const void *a, const void *b) {
 static void usage(const char *argv0) {
     fprintf(stderr,
             "usage: %s -p PORT [-h 127.0.0.1] [-n 10000] [-c 32] [-t 30] [-g 5] [-k 1000] "
-            "[-o 0]\n",
+            "[-o 0] [-s 1]\n",
             argv0);
     exit(2);
 }
 
 struct gen {
-    int ep;
+    int ep, sources;
     struct sockaddr_in to;
     struct slot *slots;
     uint64_t next, total, offset, failures, in_flight;
@@ -108,6 +112,17 @@ static void start_next(struct gen *g, int s) {
             g->failures++;
             continue;
         }
+        if (g->sources > 1) { /* the port is picked at connect, per 4-tuple */
+            int one = 1;
+            struct sockaddr_in from = {.sin_family = AF_INET};
+            from.sin_addr.s_addr = htonl(0x7f000002u + (uint32_t)(g->next % (uint64_t)g->sources));
+            setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+            if (bind(fd, (struct sockaddr *)&from, sizeof from) < 0) {
+                close(fd);
+                g->failures++;
+                continue;
+            }
+        }
         if (connect(fd, (struct sockaddr *)&g->to, sizeof g->to) < 0 && errno != EINPROGRESS) {
             close(fd);
             g->failures++;
@@ -123,11 +138,11 @@ static void start_next(struct gen *g, int s) {
 
 int main(int argc, char **argv) {
     const char *host = "127.0.0.1";
-    int port = 0, conc = 32;
+    int port = 0, conc = 32, sources = 1;
     uint64_t total = 10000, keys = 1000, offset = 0;
     double limit_s = 30, grace_s = 5;
     int opt;
-    while ((opt = getopt(argc, argv, "h:p:n:c:t:g:k:o:")) != -1) {
+    while ((opt = getopt(argc, argv, "h:p:n:c:t:g:k:o:s:")) != -1) {
         switch (opt) {
         case 'h': host = optarg; break;
         case 'p': port = atoi(optarg); break;
@@ -137,14 +152,16 @@ int main(int argc, char **argv) {
         case 'g': grace_s = atof(optarg); break;
         case 'k': keys = strtoull(optarg, NULL, 10); break;
         case 'o': offset = strtoull(optarg, NULL, 10); break;
+        case 's': sources = atoi(optarg); break;
         default: usage(argv[0]);
         }
     }
-    if (port <= 0 || port > 65535 || conc < 1 || total < 1 || keys < 1 || limit_s <= 0)
+    if (port <= 0 || port > 65535 || conc < 1 || total < 1 || keys < 1 || limit_s <= 0 ||
+        sources < 1 || sources > 250)
         usage(argv[0]);
     if ((uint64_t)conc > total) conc = (int)total;
 
-    struct gen g = {.total = total, .offset = offset};
+    struct gen g = {.total = total, .offset = offset, .sources = sources};
     g.to = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     if (inet_pton(AF_INET, host, &g.to.sin_addr) != 1) {
         fprintf(stderr, "bad host %s (IPv4 only)\n", host);
