@@ -328,12 +328,9 @@ class NodePortServer:
         loop = self._loop
         assert loop is not None
         conn.fd = conn.sock.fileno()
-        loop.add_reader(conn.fd, self._on_readable, conn)
+        loop.add_reader(conn.fd, self._read, conn)
         self._reading.add(conn, loop.time())
         self._arm(loop)
-
-    def _on_readable(self, conn: _Conn) -> None:
-        self._read(conn)
 
     # -- reading --------------------------------------------------------------------------
 
