@@ -225,8 +225,6 @@ def _node_config(args: argparse.Namespace) -> Config:
     return Config.profile(args.profile or DEFAULT_PROFILE, **flags)
 
 
-# The node's words for a listener it could not open (chisme.listener, the UDP tracker, the v2
-# transport): "cannot listen on [udp ]HOST:PORT: ..." and "cannot bind UDP HOST:PORT (v2 ...".
 async def _run_node(cfg: Config) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

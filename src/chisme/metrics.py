@@ -33,8 +33,10 @@ class Metrics:
         self.records = Gauge("chisme_records", "Provider records held", registry=r)
         self.keys = Gauge("chisme_keys", "Info hashes held", registry=r)
         self.tombstones = Gauge("chisme_tombstones", "Tombstones held", registry=r)
-        self.messages_in = Counter(
-            "chisme_messages_in", "Node messages received", ["protocol", "type"], registry=r
+        # Counted on the node port's hot path, three per v1 message (~2 µs each through
+        # prometheus-client's labels() and locks, in a ~35 µs message): plain ints.
+        self.messages_in = FastCounter(
+            "chisme_messages_in", "Node messages received", ("protocol", "type"), registry=r
         )
         self.messages_out = Counter(
             "chisme_messages_out", "Node messages sent", ["protocol", "type"], registry=r
@@ -45,11 +47,11 @@ class Metrics:
         self.send_failures = Counter(
             "chisme_peer_send_failures", "Sends to peers that failed", ["reason"], registry=r
         )
-        self.gossip_bytes = Counter(
-            "chisme_gossip_bytes", "Node-to-node bytes", ["direction"], registry=r
+        self.gossip_bytes = FastCounter(
+            "chisme_gossip_bytes", "Node-to-node bytes", ("direction",), registry=r
         )
-        self.merged = Counter(
-            "chisme_merged_records", "Records merged", ["outcome"], registry=r
+        self.merged = FastCounter(
+            "chisme_merged_records", "Records merged", ("outcome",), registry=r
         )
         self.expired = Counter("chisme_expired_records", "Records freed by expiry", registry=r)
         self.lookup_seconds = Histogram(

@@ -317,3 +317,28 @@ def test_is_ip_key_is_what_parse_addr_makes_of_an_ip(key: bytes) -> None:
         assert parse_addr(format_addr(key)) == key
     assert not is_ip_key(key.hex())  # a name is not an IP key
     assert ip_key_size(4) == IPV4_KEY_SIZE and ip_key_size(6) == IPV6_KEY_SIZE
+def _outcome(parse: object, text: str) -> object:
+    try:
+        return parse(text)  # type: ignore[operator]
+    except InvalidInput as e:
+        return ("InvalidInput", e.reason)
+
+
+_ADDR_TEXT = st.one_of(
+    st.text(alphabet="0123456789.:", max_size=24),
+    st.builds(
+        lambda octets, port, sep: sep.join(octets) + ":" + port,
+        st.lists(st.one_of(st.integers(0, 300).map(str), st.sampled_from(["00", "01", "007",
+                 "", "1a", "\u0661", "0x1", " 1"])), min_size=3, max_size=5),
+        st.one_of(st.integers(0, 100_000).map(str), st.sampled_from(["", "080", "+1", "١"])),
+        st.sampled_from([".", ".", ",", ":"]),
+    ),
+)
+
+
+@given(_ADDR_TEXT)
+def test_the_ipv4_fast_path_equals_the_full_parser(text: str) -> None:
+    """parse_addr's dotted-quad fast path answers exactly as the ipaddress-based path."""
+    from chisme.core.keys import _parse_addr  # noqa: PLC0415
+
+    assert _outcome(parse_addr, text) == _outcome(_parse_addr, text)

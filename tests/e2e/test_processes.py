@@ -155,6 +155,8 @@ async def members(addr: str) -> list[Row] | None:
         raw = await tcp.request(addr, v1.encode_message(v1.Members()), 2.0, 1 << 20)
     except ChismeError:
         return None
+    if raw.startswith(b"{"):  # {"error": "the node is starting: try again"}
+        return None
     return msgspec.json.decode(raw, type=list[Row])
 
 

@@ -260,7 +260,7 @@ async def test_a_v1_node_announce_and_gossip_are_adopted_and_replicated(
     version = a.store.get(IH2, parse_addr(P2))
     # the Go node re-gossips the same records every round: no new version, no v2 traffic
     await tcp.send_message(a.node_address, gossip, DEADLINE_S)
-    await wait_until(lambda: a.metrics.messages_in.labels("v1", "gossip")._value.get() == 2)
+    await wait_until(lambda: a.metrics.messages_in.labels("v1", "gossip").value == 2)
     assert a.store.get(IH2, parse_addr(P2)) == version
 
 

@@ -236,3 +236,26 @@ def test_parse_never_raises_anything_but_wire_error_on_near_misses(
         parse_rfc3339(mutated)
     except WireError as exc:
         assert exc.reason == REASON
+
+
+def _parsed(parse: object, text: str) -> object:
+    try:
+        return parse(text)  # type: ignore[operator]
+    except WireError as exc:
+        return exc.reason
+
+
+@settings(max_examples=500)
+@given(
+    st.integers(min_value=MIN_NS, max_value=MAX_NS),
+    st.integers(min_value=0, max_value=40),
+    st.text(alphabet="0123456789+-:.,TZtz \u0661", max_size=3),
+)
+def test_the_fast_path_equals_the_full_parser(ns: int, at: int, noise: str) -> None:
+    """Go's own form takes a cached fast path; it answers exactly as the full parser, on
+    Go's output and on near misses of it."""
+    from chisme.wire.rfc3339 import _parse_rfc3339  # noqa: PLC0415
+
+    text = format_rfc3339(ns)
+    for candidate in (text, text[:at] + noise + text[at + len(noise) // 2 :]):
+        assert _parsed(parse_rfc3339, candidate) == _parsed(_parse_rfc3339, candidate)

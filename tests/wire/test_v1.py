@@ -695,3 +695,73 @@ def test_fuzz_wrong_json_types_anywhere(message: Message, data: st.DataObject) -
 )
 def test_is_http(data: bytes, expected: bool) -> None:
     assert is_http(data) is expected
+# --- the readers' fast path (a whole value in the first feed goes to msgspec unscanned) ----
+
+
+def plain(reader: V1Reader | ReplyReader, data: bytes) -> object:
+    """The reader's plain path: an empty first feed makes it scan from then on."""
+    try:
+        assert reader.feed(b"") is None
+        value = reader.feed(data)
+        return reader.feed_eof() if value is None else value
+    except WireError as exc:
+        return (type(exc), exc.reason)
+
+
+def fast(reader: V1Reader | ReplyReader, data: bytes) -> object:
+    try:
+        value = reader.feed(data)
+        return reader.feed_eof() if value is None else value
+    except WireError as exc:
+        return (type(exc), exc.reason)
+
+
+def nested(depth: int) -> bytes:
+    return b'{"type":"lookup","info_hash":"%s","x":%s%s}' % (
+        H.encode(), b"[" * (depth - 1), b"]" * (depth - 1)
+    )
+
+
+EDGES = [
+    encode_message(Lookup(H, 0)),
+    b"  \r\n\t" + encode_message(Lookup(H, 3)) + b" \n\n",
+    encode_message(Lookup(H, 0)) + b"garbage{{{",
+    encode_message(Lookup(H, 0)) + encode_message(Lookup(H, 1)),
+    nested(63), nested(64), nested(65), nested(66),
+    b'{"type":"lookup","info_hash":"%s","x":"%s"}' % (H.encode(), b"[" * 70),  # in a string
+    b'{"type":"lookup","info_hash":"\xff"}',
+    b'{"type":"lookup","info_hash":"a\nb"}',
+    b'{"type":"ping","info_hash":"x"}',
+    b"[1,2]", b"null", b"{}", b"{", b"", b"   ",
+]
+
+
+@pytest.mark.parametrize("max_bytes", [4, 40, 50, 51, 52, 300, 1 << 20])
+@pytest.mark.parametrize("data", EDGES)
+def test_the_fast_path_equals_the_plain_path_at_the_edges(data: bytes, max_bytes: int) -> None:
+    """Sizes around the cap (the lookups are 51 bytes), nesting around MAX_DEPTH, trailing
+    bytes, whitespace, bad UTF-8, bad JSON: the same message or the same error either way."""
+    assert fast(V1Reader(max_bytes), data) == plain(V1Reader(max_bytes), data)
+    assert fast(ReplyReader(max_bytes), data) == plain(ReplyReader(max_bytes), data)
+
+
+@pytest.mark.parametrize(
+    "data", [b"null", b"[]", b" [] ", encode_providers([]), b'{"error":"busy"}', b'[{"addr":1}]',
+             b'[{"addr":"10.0.0.5:6881","last_seen":"2026-11-25T17:36:11.5Z"}]\n']
+)
+def test_the_reply_fast_path_equals_the_plain_path(data: bytes) -> None:
+    assert fast(ReplyReader(), data) == plain(ReplyReader(), data)
+
+
+@settings(max_examples=300)
+@given(messages, st.binary(max_size=8), st.integers(min_value=4, max_value=400))
+def test_the_fast_path_equals_the_plain_path(message: Message, tail: bytes,
+                                             max_bytes: int) -> None:
+    data = encode_message(message) + tail
+    assert fast(V1Reader(max_bytes), data) == plain(V1Reader(max_bytes), data)
+
+
+def test_a_whole_message_in_one_feed_is_not_scanned() -> None:
+    reader = V1Reader()
+    assert reader.feed(encode_message(Lookup(H, 0))) == Lookup(H, 0)
+    assert reader._scanner is None  # the fast path took it

@@ -41,6 +41,10 @@ _HOSTNAME_RE = re.compile(
     r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\.?"
 )
 _PORT_RE = re.compile(r"[0-9]{1,5}")
+# A dotted-quad IPv4 host and a port, in exactly the forms ipaddress and parse_port accept:
+# decimal octets 0-255 without leading zeros, ASCII digits only.
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4_PORT_RE = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}:([0-9]{{1,5}})")
 
 
 def parse_info_hash(value: object) -> str:
@@ -99,6 +103,19 @@ def ip_key_size(family: int) -> int:
 
 def parse_addr(text: object) -> AddrKey:
     """Validate ``host:port`` and return its store key. IPv6 hosts must be in brackets."""
+    # Fast path for the common IPv4 form (2.1 -> 0.9 µs; every received provider comes
+    # through here); anything else, or any error, takes the full path below.
+    # tests/core/test_keys.py holds the two equal.
+    if isinstance(text, str) and (m := _IPV4_PORT_RE.fullmatch(text)) is not None:
+        a, b, c, d, port_text = m.groups()
+        port = int(port_text)
+        if 1 <= port <= 65535:  # else the full path gives the reason
+            return bytes((int(a), int(b), int(c), int(d))) + port.to_bytes(2, "big")
+    return _parse_addr(text)
+
+
+def _parse_addr(text: object) -> AddrKey:
+    """:func:`parse_addr` without its fast path."""
     if not isinstance(text, str) or not text or len(text) > 262:
         raise InvalidInput("addr must be host:port")
     host, sep, port_text = text.rpartition(":")

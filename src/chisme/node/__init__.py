@@ -27,7 +27,7 @@ import secrets
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from chisme.clock import Clock, SystemClock
 from chisme.cluster.role import ClusterRole
@@ -57,6 +57,7 @@ from chisme.service.tracker import TrackerService
 from chisme.tracker.access import AccessList
 
 log = logging.getLogger("chisme.node")
+_T = TypeVar("_T")
 
 _SWIM = {"local": SwimConfig.local, "lan": SwimConfig.lan, "wan": SwimConfig.wan}
 _LISTENING = {
@@ -315,8 +316,8 @@ class Node:
             self._closers.append(udp.close)
 
     async def _listen(
-        self, name: str, start: Callable[..., Awaitable[tuple[str, int]]], *args: Any
-    ) -> tuple[str, int]:
+        self, name: str, start: Callable[..., Awaitable[_T]], *args: Any
+    ) -> _T:
         try:
             return await start(*args)
         except ConfigError as e:

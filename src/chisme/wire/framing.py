@@ -24,6 +24,9 @@ from chisme.errors import MessageTooLarge, WireError
 MAX_DEPTH: Final = 64
 """Deepest nesting accepted. v1 messages need 3 (object, providers array, provider object)."""
 
+MIN_MAX_BYTES: Final = 4
+"""The smallest size cap a scanner takes (``null`` is 4 bytes)."""
+
 _NOT_WHITESPACE: Final = re.compile(rb"[^ \t\r\n]")  # RFC 8259 §2: the four whitespace bytes
 _STRUCTURAL: Final = re.compile(rb'["\[\]{}]')
 _STRING_SPECIAL: Final = re.compile(rb'["\\]')
@@ -36,6 +39,20 @@ _BACKSLASH: Final = ord("\\")
 NOT_AN_OBJECT: Final = "message is not a JSON object"
 NOT_JSON: Final = "message is not valid JSON"
 TRUNCATED: Final = "connection closed before a complete message"
+
+
+def frames_as_one_value(
+    data: bytes | bytearray, max_bytes: int, *, max_depth: int = MAX_DEPTH
+) -> bool:
+    """Whether a JSON parser that reads ``data`` whole may stand in for the scanner.
+
+    True when, should ``data`` parse as exactly one object or array with only whitespace
+    around it, a :class:`JsonValueScanner` fed ``data`` first would return that value: it ends
+    within ``max_bytes`` (all of ``data`` does) and cannot nest deeper than ``max_depth`` (it
+    has no more opening brackets than that, counting those inside strings too). The scanner
+    rejects nothing else that is one valid object or array.
+    """
+    return len(data) <= max_bytes and data.count(b"[") + data.count(b"{") <= max_depth
 
 
 class JsonValueScanner:
@@ -66,8 +83,8 @@ class JsonValueScanner:
     def __init__(
         self, max_bytes: int, *, max_depth: int = MAX_DEPTH, allow_null: bool = False
     ) -> None:
-        if max_bytes < 4:
-            raise ValueError("max_bytes must be at least 4")
+        if max_bytes < MIN_MAX_BYTES:
+            raise ValueError(f"max_bytes must be at least {MIN_MAX_BYTES}")
         self._max_bytes = max_bytes
         self._max_depth = max_depth
         self._allow_null = allow_null
