@@ -1,6 +1,6 @@
 """Framing: find where the first JSON object or array in a byte stream ends, under a size cap.
 
-WIRE.md "Transport": a receiver reads one complete JSON value; it must not depend on the
+docs/WIRE.md "Transport": a receiver reads one complete JSON value; it must not depend on the
 newline (a client may end with EOF instead) and must not wait for EOF (a ``lookup`` client
 keeps the connection open for the reply). So the end of the value is found by scanning:
 outside strings, count brackets; inside strings, skip backslash escapes. The scanner does not
@@ -213,7 +213,7 @@ class JsonValueScanner:
         return None
 
     def _check_size(self) -> None:
-        # DESIGN.md: limits on message size. Nothing complete in the first max_bytes bytes: the
+        # docs/DESIGN.md: limits on message size. Nothing complete in the first max_bytes bytes: the
         # value would have to end past the cap, so stop buffering now.
         if len(self._buf) >= self._max_bytes:
             raise MessageTooLarge(f"message exceeds {self._max_bytes} bytes")

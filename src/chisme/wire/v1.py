@@ -1,4 +1,5 @@
-"""The seed wire protocol "v1" (WIRE.md): node-to-node JSON messages, decoded and encoded, no I/O.
+"""The seed wire protocol "v1" (docs/WIRE.md): node-to-node JSON messages, decoded and encoded,
+no I/O.
 
 The seed (a Go program) declares, and this module reproduces byte for byte::
 
@@ -19,11 +20,11 @@ Rules:
   ignored, the last of duplicate keys wins, ``null`` is the zero value (``providers: null`` is no
   providers, ``last_seen: null`` is the zero time), invalid UTF-8 in a string becomes U+FFFD.
   Then everything is validated (info hash, every address, peer id length, times) before a
-  message is returned: a half-bad gossip never half-merges (STYLE.md "Errors and bad input").
+  message is returned: a half-bad gossip never half-merges.
 - Any bad input raises :class:`~chisme.errors.WireError` with a short, stable reason (it is the
   ``{"error": …}`` reply and a metric label); never another exception type (h11's fuzz invariant).
 - A ``last_seen`` that is missing or Go's zero time decodes to ``last_seen_ns == 0``: "unknown,
-  the receiver stamps it with its now" (WIRE.md "Where chisme deliberately differs"). A record
+  the receiver stamps it with its now" (docs/WIRE.md "Where chisme deliberately differs"). A record
   with ``last_seen_ns == 0`` encodes as Go's zero time.
 - Encoding writes what Go's ``json.Encoder`` writes: fields in declaration order, ``omitempty``,
   ``<`` ``>`` ``&`` U+2028 U+2029 escaped as ``\\u003c`` …, and a trailing ``\\n``.
@@ -298,7 +299,7 @@ def _record(meta: _ProviderMeta, i: int, field: str = "providers") -> Record:
         except WireError as exc:
             raise WireError(f"{field}[{i}].last_seen: {exc.reason}") from exc
         if last_seen_ns == GO_ZERO_NS:
-            last_seen_ns = 0  # WIRE.md: missing or zero means unknown; the receiver stamps it
+            last_seen_ns = 0  # docs/WIRE.md: missing or zero means unknown; the receiver stamps it
     return Record(addr, last_seen_ns, peer_id, FLAG_SEEDER if meta.seeder else 0)
 
 
@@ -318,7 +319,7 @@ def _to_message(wire: _WireMsg) -> Message:
     # Go parses every provider (and its last_seen) whatever the type, so validate them all.
     records = _records(wire.providers)
     if kind == "lookup":
-        return Lookup(info_hash, max(limit, 0))  # WIRE.md: 0 or negative means no limit
+        return Lookup(info_hash, max(limit, 0))  # docs/WIRE.md: 0 or negative means no limit
     if kind == "announce":
         return Announce(info_hash, records)
     removed = [
@@ -405,7 +406,7 @@ class _Reader(Generic[_W, _T]):
 
     def feed(self, data: bytes | bytearray | memoryview) -> _T | None:
         """Take the next bytes from the peer; return the decoded value once complete, else
-        ``None`` (need more). Never waits for EOF or a newline (WIRE.md "Transport").
+        ``None`` (need more). Never waits for EOF or a newline (docs/WIRE.md "Transport").
 
         Raises:
             WireError: the bytes are not one valid value (``MessageTooLarge`` over the cap).
@@ -580,5 +581,5 @@ def encode_providers(providers: Sequence[Provider]) -> bytes:
 
 
 def encode_error(reason: str) -> bytes:
-    """chisme's answer to bad input on the node port: ``{"error":"<reason>"}\\n`` (WIRE.md)."""
+    """chisme's answer to bad input on the node port: ``{"error":"<reason>"}\\n`` (docs/WIRE.md)."""
     return _go_json(_OutError(reason))
