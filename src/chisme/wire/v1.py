@@ -1,5 +1,4 @@
-"""The seed wire protocol "v1" (docs/WIRE.md): node-to-node JSON messages, decoded and encoded,
-no I/O.
+"""The seed wire protocol "v1" (docs/WIRE.md): node-to-node JSON messages in and out, no I/O.
 
 The seed (a Go program) declares, and this module reproduces byte for byte::
 
