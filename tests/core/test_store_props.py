@@ -96,7 +96,7 @@ def join(*snaps: Snapshot, now: int = NOW) -> Snapshot:
 
 
 def normalise(r: Record, now: int) -> Record:
-    """What merge makes of an incoming record (WIRE.md: 0 is now, far future is now)."""
+    """What merge makes of an incoming record (docs/WIRE.md: 0 is now, far future is now)."""
     seen = now if r.last_seen_ns == 0 or r.last_seen_ns > now + SKEW else r.last_seen_ns
     if r.flags & FLAG_TOMBSTONE:
         return Record(r.addr, seen, b"", FLAG_TOMBSTONE, r.origin, r.version)

@@ -3,7 +3,7 @@
 A record is *the greatest wins*: merge keeps, for each (info hash, address), the record with
 the greatest :func:`order_key` — ``last_seen_ns`` first, then the rest of the record — so that
 replicas that saw the same records in any order, any number of times, hold the same state
-(DESIGN.md §1: "replace only if newer" is not commutative on equal timestamps).
+(docs/DESIGN.md §1: "replace only if newer" is not commutative on equal timestamps).
 """
 
 from __future__ import annotations

@@ -2,14 +2,14 @@
 
 Pure: no I/O, no clock. Every operation takes ``now_ns``; the shell owns time.
 
-Semantics (DESIGN.md §1, fixed where the seed design does not hold up):
+Semantics (docs/DESIGN.md §1, fixed where the seed design does not hold up):
 - *announce* stamps ``max(now, previous + 1)``: a node's own announce always wins over
   what it holds, and stamps stay monotonic even after a peer's clock ran ahead;
 - *merge* keeps, per (info hash, address), the greatest record under
   :func:`chisme.core.records.order_key` (``last_seen_ns``, then the rest of the record),
   so merge is commutative, associative and idempotent and replicas converge;
 - incoming ``last_seen_ns == 0`` (missing, or Go's zero time) is stamped with now, and one
-  further in the future than ``max_clock_skew_ns`` is clamped to now (WIRE.md);
+  further in the future than ``max_clock_skew_ns`` is clamped to now (docs/WIRE.md);
 - *remove* writes a timestamped tombstone that wins over older announces and expires
   after ``tombstone_ttl_ns`` — so gossip cannot resurrect a provider that left;
 - *expiry frees memory*: :meth:`Store.sweep` drops expired records and empty keys,
